@@ -55,10 +55,334 @@ def run_render(args) -> None:
         save_png(rgba, out)
 
 
+# ---- shared by draw, score, trace --------------------------------------------------------------
+
+
+def non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return v
+
+
+def at_least_one(text: str) -> float:
+    v = non_negative(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return v
+
+
+def whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="open_clip model name, or an open_clip model config JSON file "
+                   "(default: $CLIPDRAW_MODEL, else ViT-B-32-quickgelu)")
+    p.add_argument("--pretrained", help="open_clip pretrained tag or a local weights file (open_clip "
+                   "checkpoint, state dict, .safetensors, or OpenAI's ViT-B-32.pt); 'none' = random "
+                   "weights (default: $CLIPDRAW_PRETRAINED, else openai)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def load_model(args):
+    from .guidance import load_clip, pick_device, resolve
+
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--device: {e}") from None
+    model, pretrained = resolve(args.model, args.pretrained)
+    print(f"loading {model} ({pretrained or 'random weights'}) on {device}", file=sys.stderr)
+    return load_clip(model, pretrained, device)
+
+
+def read_image(path) -> "torch.Tensor":
+    """An image file as float [H, W, 3] in 0..1 (transparency over white)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise UsageError(f"cannot read image {path}: {e}") from None
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255
+    rgb, a = rgba[..., :3], rgba[..., 3:]
+    return torch.from_numpy(rgb * a + (1 - a))
+
+
+def read_scene(path):
+    """A scene from a scene JSON file or an SVG drawing."""
+    from .scene import Scene
+    from .svg import svg_to_scene
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such file")
+    return svg_to_scene(str(path)) if str(path).lower().endswith(".svg") else Scene.load(path)
+
+
+def render_scene(scene):
+    """The scene's image [H, W, 3], as CLIP sees it (background over white)."""
+    import torch
+
+    from .optimize import background_rgb
+    from .render import render
+
+    with torch.no_grad():
+        return render(scene, scene.width, scene.height, background=background_rgb(scene))
+
+
+def write_outputs(scene, args) -> None:
+    from .svg import scene_to_svg
+
+    Path(args.output).write_text(scene_to_svg(scene), encoding="utf-8")
+    if args.png:
+        save_png(render_scene(scene), args.png)
+    if args.scene:
+        scene.save(args.scene)
+
+
+def check_outputs(args) -> None:
+    if not args.output.lower().endswith(".svg"):
+        raise UsageError(f"-o {args.output}: the output must end in .svg (use --png for a picture)")
+    if args.png and not args.png.lower().endswith(".png"):
+        raise UsageError(f"--png {args.png}: must end in .png")
+    for out in filter(None, (args.output, args.png, args.scene)):
+        if not Path(out).resolve().parent.is_dir():
+            raise UsageError(f"{out}: its folder does not exist")
+
+
+class ProgressBar:
+    """The callback of `draw` and `trace`: a tqdm bar, frames, and CLIP's top labels now and then."""
+
+    def __init__(self, iters, frames=None, frame_every=10, clip=None, labels=None, labels_every=0):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=iters, unit="it", dynamic_ncols=True, file=sys.stderr)
+        self.frames, self.frame_every = frames, frame_every
+        self.clip, self.labels, self.labels_every = clip, labels, labels_every
+        self.first_loss = None
+
+    def __call__(self, p) -> None:
+        if self.first_loss is None:
+            self.first_loss = p.loss
+        self.bar.total = p.iterations
+        self.bar.set_postfix(loss=f"{p.loss:.4f}", best=f"{p.best_loss:.4f}", refresh=False)
+        self.bar.update(p.iteration - self.bar.n)
+        if self.frames and (p.iteration % self.frame_every == 0 or p.iteration == 1):
+            save_png(p.image, Path(self.frames) / f"frame_{p.iteration:04d}.png")
+        if self.labels_every and p.iteration % self.labels_every == 0:
+            from .guidance import label_probabilities
+
+            top = label_probabilities(self.clip, p.image, self.labels, "a drawing of a {}")[:5]
+            self.bar.write(f"iteration {p.iteration}: " + ", ".join(f"{l} {v:.1%}" for l, v in top),
+                           file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---- draw -------------------------------------------------------------------------------------
+
+
+def add_draw_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", default="", help='what to draw, e.g. "a drawing of a cat"')
+    p.add_argument("-o", "--output", required=True, help="OUT.svg")
+    p.add_argument("--png", help="also write the drawing as a PNG")
+    p.add_argument("--scene", help="also write the result as scene JSON")
+    p.add_argument("--init", help="a scene JSON or SVG file to refine (its strokes are kept and moved)")
+    p.add_argument("--paths", type=whole, help="new random strokes (default: 256 without --init, 0 with)")
+    p.add_argument("--iters", type=positive_int, default=1000, help="iterations (default 1000)")
+    p.add_argument("--time-limit", type=non_negative, default=0.0, help="stop after this many seconds "
+                   "and keep the best result so far; the lr schedule follows whichever of iterations "
+                   "and time runs out first (default 0 = no limit)")
+    p.add_argument("--max-width", type=at_least_one, default=50.0, help="widest stroke in px (default 50)")
+    p.add_argument("--size", type=positive_int, default=224, help="canvas size without --init (default 224)")
+    p.add_argument("--seed", type=whole, default=0, help="random seed (default 0; runs on a CPU repeat exactly)")
+    p.add_argument("--negative", action="append", default=[], help="a negative prompt (repeatable)")
+    p.add_argument("--negative-weight", type=non_negative, default=0.3)
+    p.add_argument("--image-prompt", action="append", default=[], metavar="IMAGE",
+                   help="an image whose CLIP embedding is a target too (repeatable)")
+    p.add_argument("--fidelity", type=non_negative, default=1.0, help="pull of --init's points back to "
+                   "where they were drawn: 0 = free, larger = closer (default 1)")
+    p.add_argument("--lock", action="append", default=[], choices=["points", "widths", "colors"],
+                   help="keep these as given (repeatable)")
+    p.add_argument("--augmentations", type=positive_int, default=4, help="augmented copies per step (default 4)")
+    p.add_argument("--frames", metavar="DIR", help="write progress PNGs DIR/frame_0010.png ...")
+    p.add_argument("--frame-every", type=positive_int, default=10)
+    p.add_argument("--show-labels", type=whole, default=0, metavar="N",
+                   help="every N iterations print CLIP's top 5 nouns for the drawing")
+    add_model_args(p)
+
+
+def run_draw(args) -> None:
+    from .optimize import draw
+
+    if not args.prompt.strip() and not args.image_prompt:
+        raise UsageError("give a prompt (or --image-prompt IMAGE)")
+    if args.paths is not None and args.paths < 0:
+        raise UsageError(f"--paths must be at least 0, got {args.paths}")
+    check_outputs(args)
+    scene = read_scene(args.init) if args.init else None
+    if scene is None and args.paths == 0:
+        raise UsageError("--paths 0 without --init leaves nothing to draw")
+    images = [read_image(f) for f in args.image_prompt]
+    if args.frames:
+        Path(args.frames).mkdir(parents=True, exist_ok=True)
+    clip = load_model(args)
+    bar = ProgressBar(args.iters, args.frames, args.frame_every, clip,
+                      nouns() if args.show_labels else None, args.show_labels)
+    try:
+        result = draw(clip, args.prompt.strip(), scene, negatives=args.negative,
+                      negative_weight=args.negative_weight, image_prompts=images, paths=args.paths,
+                      iters=args.iters, max_width=args.max_width, fidelity=args.fidelity,
+                      lock=args.lock, seed=args.seed, augmentations=args.augmentations,
+                      time_limit=args.time_limit, size=args.size, callback=bar)
+    finally:
+        bar.close()
+    write_outputs(result.scene, args)
+    print(f"{result.iterations} iterations in {result.elapsed:.1f} s, best loss {result.loss:.4f}: "
+          f"wrote {args.output}", file=sys.stderr)
+
+
+def nouns() -> list:
+    from .engine import nouns as shipped
+
+    return shipped()
+
+
+# ---- score ------------------------------------------------------------------------------------
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="IMAGE.png (any picture) or DRAWING.svg or scene JSON")
+    p.add_argument("--labels", help='comma-separated labels, e.g. "cat, dog, stitch" '
+                   "(default: the shipped list of common nouns)")
+    p.add_argument("--labels-file", help="a file with one label per line")
+    p.add_argument("--template", help='text around each label, e.g. "a drawing of a {}" '
+                   '(default: "{}" for your labels, "a drawing of a {}" for the nouns)')
+    p.add_argument("--top", type=positive_int, default=5, help="how many to print (default 5)")
+    add_model_args(p)
+
+
+def run_score(args) -> None:
+    from .guidance import label_probabilities
+
+    labels = [l.strip() for l in (args.labels or "").split(",") if l.strip()]
+    if args.labels_file:
+        try:
+            text = Path(args.labels_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--labels-file {args.labels_file}: {e.strerror or e}") from None
+        labels += [l.strip() for l in text.splitlines() if l.strip()]
+    template = args.template or ("{}" if labels else "a drawing of a {}")
+    if "{}" not in template:
+        raise UsageError(f'--template {template!r}: must contain {{}} where the label goes')
+    labels = labels or nouns()
+    suffix = Path(args.image).suffix.lower()
+    image = render_scene(read_scene(args.image)) if suffix in (".svg", ".json") else read_image(args.image)
+    clip = load_model(args)
+    for label, p in label_probabilities(clip, image, labels, template)[: args.top]:
+        print(f"{label}: {100 * p:.2f}%")
+
+
+# ---- trace ------------------------------------------------------------------------------------
+
+
+def add_trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="the picture to trace (PNG, JPEG, ...)")
+    p.add_argument("-o", "--output", required=True, help="OUT.svg")
+    p.add_argument("--png", help="also write the result as a PNG")
+    p.add_argument("--scene", help="also write the result as scene JSON")
+    p.add_argument("--paths", type=whole, default=64, help="strokes (default 64)")
+    p.add_argument("--fills", type=whole, default=16, help="filled shapes under the strokes (default 16)")
+    p.add_argument("--iters", type=positive_int, default=300, help="iterations (default 300)")
+    p.add_argument("--time-limit", type=non_negative, default=0.0, help="seconds (default 0 = no limit)")
+    p.add_argument("--max-width", type=at_least_one, default=10.0, help="widest stroke in px (default 10)")
+    p.add_argument("--size", type=positive_int, default=224,
+                   help="longest side of the canvas in px; the image is resized to it (default 224)")
+    p.add_argument("--seed", type=whole, default=0)
+    p.add_argument("--prompt", default="", help="optional: add a CLIP term for this prompt")
+    p.add_argument("--clip-weight", type=non_negative, default=0.1, help="weight of the CLIP term (default 0.1)")
+    p.add_argument("--frames", metavar="DIR", help="write progress PNGs DIR/frame_0010.png ...")
+    p.add_argument("--frame-every", type=positive_int, default=10)
+    add_model_args(p)
+
+
+def run_trace(args) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from .guidance import pick_device
+    from .optimize import trace
+
+    if args.paths < 0 or args.fills < 0 or args.paths + args.fills == 0:
+        raise UsageError("--paths and --fills must be at least 0, and not both 0")
+    check_outputs(args)
+    target = read_image(args.image)  # [H, W, 3]
+    h, w, _ = target.shape
+    k = args.size / max(h, w)
+    size = (max(1, round(h * k)), max(1, round(w * k)))
+    target = F.interpolate(target.permute(2, 0, 1)[None], size=size, mode="bilinear",
+                           antialias=True, align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    if args.frames:
+        Path(args.frames).mkdir(parents=True, exist_ok=True)
+    clip = load_model(args) if args.prompt else None
+    try:
+        device = clip.device if clip else pick_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--device: {e}") from None
+    bar = ProgressBar(args.iters, args.frames, args.frame_every)
+    try:
+        result = trace(target, args.paths, args.fills, iters=args.iters, max_width=args.max_width,
+                       seed=args.seed, clip=clip, prompt=args.prompt, clip_weight=args.clip_weight,
+                       time_limit=args.time_limit, callback=bar, device=device)
+    finally:
+        bar.close()
+    write_outputs(result.scene, args)
+    with torch.no_grad():
+        error = float((render_scene(result.scene).cpu() - target).square().mean())
+    print(f"L2 error (mean squared, 0..1 colours): {bar.first_loss:.5f} at the start, {error:.5f} "
+          f"at the end: wrote {args.output}", file=sys.stderr)
+
+
+# ---- engine -----------------------------------------------------------------------------------
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("read one JSON request on stdin, write the reply JSON on stdout and JSON "
+                     "lines on stderr (docs/engine-protocol.md)")
+
+
+def run_engine(args) -> None:
+    from .engine import main as engine_main
+
+    code = engine_main()
+    if code:
+        raise SystemExit(code)
+
+
 # ---- main ---------------------------------------------------------------------------------
+
+from .inkscape import add_install_args, run_install  # noqa: E402  (stdlib only: cheap to import)
 
 COMMANDS = {
     "render": ("render a scene JSON file to PNG or SVG", add_render_args, run_render),
+    "draw": ("draw (or refine --init) strokes until CLIP agrees with a prompt", add_draw_args, run_draw),
+    "score": ("CLIP's zero-shot label probabilities for a picture or drawing", add_score_args, run_score),
+    "trace": ("fit strokes and fills to a picture (L2, optionally plus CLIP)", add_trace_args, run_trace),
+    "engine": ("the Inkscape plugin's engine: JSON request on stdin, reply on stdout",
+               add_engine_args, run_engine),
+    "install-inkscape": ("install the plugin into Inkscape's extensions folder (--uninstall removes it)",
+                         add_install_args, run_install),
 }
 
 
@@ -73,15 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .guidance import ModelError, ModelFileError
     from .scene import SceneError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (UsageError, SceneError) as e:
+    except (UsageError, SceneError, ModelFileError) as e:
         print(f"clipdraw {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ModelError as e:
+        print(f"clipdraw {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"clipdraw {args.command}: interrupted", file=sys.stderr)
         return 130

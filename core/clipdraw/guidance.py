@@ -71,6 +71,19 @@ class Clip:
 _CACHE: dict = {}
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto" is CUDA if there is one, else Apple's MPS, else the CPU; others must be available."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ValueError(f"device {name} is not available to this torch; use --device cpu or auto")
+    return torch.device(name)
+
+
 def resolve(model: Optional[str] = None, pretrained: Optional[str] = None) -> tuple[str, str]:
     """The model and weights to use: the arguments, else CLIPDRAW_MODEL / CLIPDRAW_PRETRAINED, else
     OpenAI's ViT-B/32. An empty pretrained ("" or "none") means random weights (tests, benchmarks)."""
@@ -131,15 +144,21 @@ def _load(model: str, pretrained: str, device: torch.device) -> Clip:
     try:
         # open_clip logs "initialized randomly" warnings on the root logger; the engine's stderr
         # must carry JSON lines only, and the weights come right after.
-        logging.disable(logging.WARNING)
+        logging.disable(logging.CRITICAL)
         net = open_clip.create_model(name, pretrained=tag, device="cpu", weights_only=True)
     except Exception as e:
         if tag is None:
             raise
+        from open_clip.pretrained import has_hf_hub
+
+        cfg = open_clip.get_pretrained_cfg(name, tag)
+        hub, url = cfg.get("hf_hub", "").rstrip("/"), cfg.get("url", "")
+        where = f"the Hugging Face hub ({hub})" if hub and has_hf_hub() else (url or "the internet")
+        example = f" (for example {url})" if url and url != where else ""
         raise ModelError(
-            f"could not fetch the {tag!r} weights of {name} ({type(e).__name__}); download them "
-            f"elsewhere and pass the file with --pretrained FILE or CLIPDRAW_PRETRAINED=FILE "
-            f"(OpenAI's ViT-B-32.pt from ~/.cache/clip or an open_clip checkpoint)") from None
+            f"could not download the {tag!r} weights of {name} from {where} ({type(e).__name__}); "
+            f"download them where there is internet{example} and pass the file with "
+            f"--pretrained FILE or CLIPDRAW_PRETRAINED=FILE") from None
     finally:
         logging.disable(logging.NOTSET)
     if local:
@@ -198,9 +217,10 @@ def read_state_dict(path: str) -> dict:
             return _read_torchscript_weights(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ModelFileError(f"weights file {path} holds more than tensors and is not loaded, so that "
-                             f"no code in it runs ({str(e).splitlines()[0][:100]})") from None
+    except pickle.UnpicklingError:
+        raise ModelFileError(f"cannot read weights file {path}: it is not a safetensors file, a PyTorch "
+                             f"file of plain tensors, or a TorchScript archive (files that would need "
+                             f"code to load are refused)") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

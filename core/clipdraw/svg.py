@@ -72,3 +72,102 @@ def scene_to_svg(scene: Scene, width=None, height=None) -> str:
         lines.append(f'  <path {attrs}d="{path_data(shape)}" style="{shape_style(shape)}"/>')
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
+
+
+# ---- reading: SVG -> scene (for `--init` and `score`) --------------------------------------
+
+
+def svg_to_scene(source) -> Scene:
+    """A scene from an SVG file path or file object, through svgelements: transforms applied,
+    every segment (lines, quadratics, arcs) turned into cubics, units in px of the document's
+    width and height (the canvas). Shapes with neither stroke nor fill are skipped, and a first
+    rectangle that covers the whole canvas with no stroke becomes the background (as scene_to_svg
+    writes it)."""
+    import svgelements as se
+    import torch
+
+    from .scene import SceneError, Subpath
+
+    try:
+        svg = se.SVG.parse(source, ppi=96.0)
+    except Exception as e:  # svgelements raises XML and value errors of many kinds
+        raise SceneError(f"cannot read SVG {source}: {type(e).__name__}: {e}") from None
+    width, height = max(1, round(svg.width)), max(1, round(svg.height))
+    scene = Scene(width=width, height=height, shapes=[], background=None)
+
+    def rgba(colour):
+        if colour is None or colour.value is None:
+            return None
+        return torch.tensor([colour.red / 255, colour.green / 255, colour.blue / 255, colour.alpha / 255],
+                            dtype=torch.float32)
+
+    for element in svg.elements():
+        if not isinstance(element, se.Shape) or isinstance(element, se.Group):
+            continue
+        stroke, fill = rgba(element.stroke), rgba(element.fill)
+        if stroke is None and fill is None:
+            continue
+        if (not scene.shapes and scene.background is None and isinstance(element, se.Rect)
+                and stroke is None and element.bbox() is not None):
+            x0, y0, x1, y1 = element.bbox()
+            if x0 <= 0.5 and y0 <= 0.5 and x1 >= width - 0.5 and y1 >= height - 0.5:
+                scene.background = tuple(float(c) for c in fill)
+                continue
+        subpaths = _cubic_subpaths(element if isinstance(element, se.Path) else se.Path(element))
+        if not subpaths:
+            continue
+        scene.shapes.append(Shape(
+            subpaths=[Subpath(torch.tensor(pts, dtype=torch.float32), closed) for pts, closed in subpaths],
+            stroke_width=torch.tensor(float(element.implicit_stroke_width or 0.0) if stroke is not None else 0.0),
+            stroke=stroke,
+            fill=fill,
+            fill_rule="evenodd" if element.values.get("fill-rule") == "evenodd" else "nonzero",
+            id=element.id,
+        ))
+    return scene
+
+
+def _cubic_subpaths(path) -> list:
+    """[(points [[x, y], ...], closed)] of cubic chains for an svgelements Path."""
+    import svgelements as se
+
+    out, pts, closed_flags = [], None, None
+
+    def finish(closed):
+        if pts is not None and len(pts) > 1:
+            if closed:
+                if pts[-1] != pts[0]:  # close with a straight segment
+                    a, b = pts[-1], pts[0]
+                    pts.extend([_lerp(a, b, 1 / 3), _lerp(a, b, 2 / 3), list(b)])
+                out.append((pts[:-1], True))
+            else:
+                out.append((pts, False))
+
+    for seg in path.segments():
+        if isinstance(seg, se.Move):
+            finish(False)
+            pts = [[seg.end.x, seg.end.y]]
+            continue
+        if pts is None:
+            pts = [[seg.start.x, seg.start.y]]
+        if isinstance(seg, se.Close):
+            finish(True)
+            pts = None
+        elif isinstance(seg, se.CubicBezier):
+            pts += [[seg.control1.x, seg.control1.y], [seg.control2.x, seg.control2.y], [seg.end.x, seg.end.y]]
+        elif isinstance(seg, se.QuadraticBezier):
+            p0, c, p1 = pts[-1], [seg.control.x, seg.control.y], [seg.end.x, seg.end.y]
+            pts += [_lerp(p0, c, 2 / 3), _lerp(p1, c, 2 / 3), p1]
+        elif isinstance(seg, se.Arc):
+            for cubic in seg.as_cubic_curves():
+                pts += [[cubic.control1.x, cubic.control1.y], [cubic.control2.x, cubic.control2.y],
+                        [cubic.end.x, cubic.end.y]]
+        elif isinstance(seg, se.Line):  # Line (and svgelements' lines of other kinds)
+            a, b = pts[-1], [seg.end.x, seg.end.y]
+            pts += [_lerp(a, b, 1 / 3), _lerp(a, b, 2 / 3), b]
+    finish(False)
+    return [(p, c) for p, c in out if (len(p) % 3 == 0 if c else (len(p) - 1) % 3 == 0)]
+
+
+def _lerp(a, b, t: float) -> list:
+    return [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t]

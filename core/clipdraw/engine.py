@@ -1,0 +1,217 @@
+"""`clipdraw engine`: one JSON request on stdin, one JSON reply on stdout, JSON lines on stderr.
+
+The Inkscape plugin's side of the boundary (docs/engine-protocol.md). Nothing but the reply goes
+to stdout and nothing but JSON lines to stderr, whatever happens: every failure ends as one
+{"event": "error"} line and exit status 2 (a bad request) or 1 (anything else).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+
+DRAW_KEYS = {"command", "scene", "prompt", "negative", "negative_weight", "paths", "iters",
+             "time_limit", "max_width", "fidelity", "lock", "seed", "augmentations", "model",
+             "pretrained", "device"}
+SCORE_KEYS = {"command", "scene", "labels", "top", "model", "pretrained", "device"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class RequestError(ValueError):
+    """A request that does not follow the protocol: exit status 2."""
+
+
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+# ---- request validation -------------------------------------------------------------------------
+
+
+def _number(req, key, default, low=None, integer=False, nullable=False):
+    v = req.get(key, default)
+    if v is None and nullable:
+        return None
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if ok and integer:
+        ok = float(v) == int(v)
+        v = int(v) if ok else v
+    if not ok or (low is not None and v < low):
+        kind = "a whole number" if integer else "a number"
+        bound = f" of at least {low}" if low is not None else ""
+        raise RequestError(f"{key}: expected {kind}{bound}{' or null' if nullable else ''}, got {v!r}")
+    return v
+
+
+def _strings(req, key) -> list:
+    v = req.get(key) or []
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise RequestError(f"{key}: expected a list of strings, got {v!r}")
+    return [s.strip() for s in v if s.strip()]
+
+
+def _optional_string(req, key):
+    v = req.get(key)
+    if v is not None and not isinstance(v, str):
+        raise RequestError(f"{key}: expected a string or null, got {v!r}")
+    return v or None
+
+
+def parse_request(req) -> dict:
+    """Check a request and fill in the defaults of `clipdraw draw`; RequestError if it is wrong."""
+    from .optimize import LOCKABLE
+    from .scene import Scene, SceneError
+
+    if not isinstance(req, dict):
+        raise RequestError("the request must be a JSON object")
+    command = req.get("command", "draw")
+    if command not in ("draw", "score"):
+        raise RequestError(f"command: expected \"draw\" or \"score\", got {command!r}")
+    unknown = sorted(set(req) - (DRAW_KEYS if command == "draw" else SCORE_KEYS))
+    if unknown:
+        raise RequestError(f"unknown key {unknown[0]!r} in a {command} request")
+    if "scene" not in req:
+        raise RequestError("scene: missing")
+    try:
+        scene = Scene.from_dict(req["scene"])
+    except SceneError as e:
+        raise RequestError(f"scene: {e}") from None
+    out = {"command": command, "scene": scene,
+           "model": _optional_string(req, "model"), "pretrained": _optional_string(req, "pretrained")}
+    device = req.get("device") or "auto"
+    if device not in DEVICES:
+        raise RequestError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    out["device"] = device
+    if command == "score":
+        out["labels"] = _strings(req, "labels")
+        out["top"] = _number(req, "top", 5, low=1, integer=True)
+        return out
+    prompt = req.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RequestError("prompt: a draw request needs a non-empty prompt")
+    lock = _strings(req, "lock")
+    bad = [k for k in lock if k not in LOCKABLE]
+    if bad:
+        raise RequestError(f"lock: unknown {bad[0]!r}; choose from {', '.join(LOCKABLE)}")
+    out.update(
+        prompt=prompt.strip(),
+        negative=_strings(req, "negative"),
+        negative_weight=_number(req, "negative_weight", 0.3, low=0),
+        paths=_number(req, "paths", None, low=0, integer=True, nullable=True),
+        iters=_number(req, "iters", 1000, low=1, integer=True),
+        time_limit=_number(req, "time_limit", None, low=0, nullable=True) or None,
+        max_width=_number(req, "max_width", 50.0, low=1),
+        fidelity=_number(req, "fidelity", 1.0, low=0),
+        lock=lock,
+        seed=_number(req, "seed", 0, integer=True, nullable=True),
+        augmentations=_number(req, "augmentations", 4, low=1, integer=True),
+    )
+    return out
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def run(req: dict) -> dict:
+    """Carry out a parsed request; the reply object."""
+    import torch
+
+    from .guidance import label_probabilities, load_clip, pick_device, resolve
+    from .optimize import background_rgb, draw
+
+    try:
+        device = pick_device(req["device"])
+    except ValueError as e:
+        raise RequestError(str(e)) from None
+    model, pretrained = resolve(req["model"], req["pretrained"])
+    emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device}")
+    clip = load_clip(model, pretrained, device)
+
+    if req["command"] == "score":
+        from .render import render
+
+        scene = req["scene"].to(device)
+        labels = req["labels"] or nouns()
+        template = "{}" if req["labels"] else "a drawing of a {}"
+        with torch.no_grad():
+            image = render(scene, scene.width, scene.height, background=background_rgb(scene))
+        top = label_probabilities(clip, image.detach(), labels, template)[: req["top"]]
+        return {"labels": [{"label": l, "probability": round(p, 6)} for l, p in top]}
+
+    emit("status", message=f"drawing \"{req['prompt']}\"")
+    last = [0.0]
+
+    def progress(p):
+        now = time.perf_counter()
+        if now - last[0] >= 0.25 or p.iteration == p.iterations:  # a few lines a second at most
+            last[0] = now
+            emit("progress", iteration=p.iteration, iterations=p.iterations, loss=round(p.loss, 5),
+                 elapsed=round(p.elapsed, 2), time_limit=p.time_limit)
+
+    result = draw(clip, req["prompt"], req["scene"], negatives=req["negative"],
+                  negative_weight=req["negative_weight"], paths=req["paths"], iters=req["iters"],
+                  max_width=req["max_width"], fidelity=req["fidelity"], lock=req["lock"],
+                  seed=req["seed"], augmentations=req["augmentations"],
+                  time_limit=req["time_limit"], callback=progress)
+    emit("status", message=f"done: {result.iterations} iterations in {result.elapsed:.1f} s, "
+                           f"best loss {result.loss:.4f}")
+    return result.scene.to_dict()
+
+
+def nouns() -> list:
+    """The shipped list of common concrete nouns (data/nouns.txt)."""
+    from importlib.resources import files
+
+    text = files("clipdraw").joinpath("data/nouns.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def main(stdin=None, stdout=None) -> int:
+    """Read one request, write one reply; never a traceback. Returns the exit status."""
+    warnings.simplefilter("ignore")  # stderr carries JSON lines only
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    try:
+        from .guidance import ModelError, ModelFileError
+        from .scene import SceneError
+    except Exception as e:  # a broken install: still one JSON line
+        emit("error", message=f"the engine cannot start: {type(e).__name__}: {e}")
+        return 1
+    try:
+        text = stdin.read()
+        try:
+            request = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RequestError(f"the request is not valid JSON ({e.msg} at line {e.lineno}, "
+                               f"column {e.colno})") from None
+        reply = run(parse_request(request))
+    except (RequestError, SceneError, ModelFileError) as e:
+        emit("error", message=_sentence(e))
+        return 2
+    except ModelError as e:
+        emit("error", message=_sentence(e))
+        return 1
+    except BaseException as e:  # noqa: BLE001 - the protocol promises one JSON line, not a traceback
+        if isinstance(e, SystemExit) and not e.code:
+            raise
+        what = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        emit("error", message=f"the engine failed: {_first_line(what)}")
+        return 1
+    stdout.write(json.dumps(reply))
+    stdout.write("\n")
+    stdout.flush()
+    return 0
+
+
+def _first_line(text: str) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0][:1000] if lines else "unknown error"
+
+
+def _sentence(e: Exception) -> str:
+    s = _first_line(str(e))
+    return s[0].upper() + s[1:] if s else type(e).__name__

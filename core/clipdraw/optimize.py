@@ -1,0 +1,264 @@
+"""The CLIPDraw loop: random strokes or a given scene, rendered, scored, and moved by Adam.
+
+`optimize` is the loop itself and takes any loss of the rendered image; `draw` wires it to CLIP
+(CLIPDraw, and refinement of a user's sketch) and `trace` to an L2 distance to a target image.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .scene import Scene, Shape, Subpath
+
+LOCKABLE = ("points", "widths", "colors")
+CLIPDRAW_LR = {"points": 1.0, "widths": 0.1, "colors": 0.01}  # points lr in px at a 224 canvas
+FIDELITY_SCALE = 0.1  # moving every point by this fraction of the canvas costs `fidelity`
+
+
+@dataclass
+class Progress:
+    """What a progress callback gets after each iteration."""
+
+    iteration: int  # iterations done, 1..iterations
+    iterations: int
+    loss: float  # this iteration's loss (before its step)
+    best_loss: float
+    elapsed: float  # seconds since the loop started
+    time_limit: Optional[float]
+    image: torch.Tensor  # [H, W, 3] this iteration's render, detached
+    scene: Scene  # the live scene being optimised (its tensors change in place)
+
+
+@dataclass
+class Result:
+    scene: Scene  # the best scene seen (lowest loss), detached
+    loss: float
+    iterations: int
+    elapsed: float
+
+
+# ---- initialisation ---------------------------------------------------------------------------
+
+
+def random_strokes(n: int, width: int, height: int, generator: Optional[torch.Generator] = None,
+                   stroke_width: float = 2.0, colours: Optional[torch.Tensor] = None,
+                   device=None) -> list[Shape]:
+    """CLIPDraw's random strokes: 1-3 cubic segments; the start uniform on the canvas, each next
+    control point the previous plus a uniform offset of +-0.05 of the canvas per axis; random RGBA.
+    `colours` (float [H, W, 3]) instead picks each stroke's colour at its start, opaque (tracing)."""
+    size = torch.tensor([width, height], dtype=torch.float32)
+    shapes = []
+    for _ in range(n):
+        segments = int(torch.randint(1, 4, (), generator=generator))
+        start = torch.rand(1, 2, generator=generator) * size
+        steps = (torch.rand(3 * segments, 2, generator=generator) * 2 - 1) * 0.05 * size
+        points = torch.cat([start, start + steps.cumsum(0)])  # [3 * segments + 1, 2]
+        if colours is None:
+            rgba = torch.rand(4, generator=generator)
+        else:
+            x, y = (start[0].long() % size.long()).tolist()
+            rgba = torch.cat([colours[y, x].float().cpu(), torch.ones(1)])
+        shapes.append(Shape(subpaths=[Subpath(points.to(device))],
+                            stroke_width=torch.tensor(float(stroke_width), device=device),
+                            stroke=rgba.to(device)))
+    return shapes
+
+
+def random_blobs(n: int, width: int, height: int, colours: torch.Tensor,
+                 generator: Optional[torch.Generator] = None, radius: float = 0.05,
+                 device=None) -> list[Shape]:
+    """Filled closed shapes for tracing: 3 cubic segments around a random centre, with radius
+    `radius` of the canvas, coloured as the target at the centre (colours float [H, W, 3])."""
+    size = torch.tensor([width, height], dtype=torch.float32)
+    shapes = []
+    for _ in range(n):
+        centre = torch.rand(2, generator=generator) * size
+        angles = torch.linspace(0, 2 * torch.pi, 10)[:9] + torch.rand((), generator=generator)
+        r = radius * size * (0.5 + torch.rand(9, 1, generator=generator))
+        points = centre + r * torch.stack([angles.cos(), angles.sin()], -1)  # [9, 2]
+        x, y = (centre.long() % size.long()).tolist()
+        rgba = torch.cat([colours[y, x].float().cpu(), torch.ones(1)])
+        shapes.append(Shape(subpaths=[Subpath(points.to(device), closed=True)],
+                            stroke_width=torch.tensor(0.0, device=device), fill=rgba.to(device)))
+    return shapes
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+
+def background_rgb(scene: Scene) -> tuple:
+    """The scene's background as opaque RGB: CLIP sees a transparent canvas as white paper."""
+    if scene.background is None:
+        return (1.0, 1.0, 1.0)
+    r, g, b, a = scene.background
+    return tuple(c * a + (1 - a) for c in (r, g, b))
+
+
+def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int = 1000,
+             max_width: float = 50.0, fidelity: float = 0.0, anchored: Optional[int] = None,
+             lock: Sequence[str] = (), time_limit: Optional[float] = None,
+             callback: Optional[Callable[[Progress], None]] = None,
+             lr: Optional[dict] = None) -> Result:
+    """Optimise `scene` in place under loss_fn(render [H, W, 3]) and return the best scene seen.
+
+    - fidelity: weight of fidelity * mean over the first `anchored` shapes' points (default: all)
+      of |p - p0|^2 / (0.1 * canvas)^2, pulling them back to where they started.
+    - lock: any of "points", "widths", "colors"; those tensors are not touched at all.
+    - time_limit: stop after this many seconds (None or 0 = no limit). The lr schedule runs on
+      progress = max(iteration / iters, elapsed / time_limit), so a time-limited run still gets
+      CLIPDraw's points-lr drops (x0.4 at 50%, x0.1 at 75%).
+    After each step stroke widths are clamped to [1, max_width] and colours to [0, 1].
+    """
+    from .render import render
+
+    bad = [k for k in lock if k not in LOCKABLE]
+    if bad:
+        raise ValueError(f"lock: unknown {bad[0]!r}; choose from {', '.join(LOCKABLE)}")
+    lr = {**CLIPDRAW_LR, **(lr or {})}
+    size = max(scene.width, scene.height)
+    anchored = len(scene.shapes) if anchored is None else anchored
+    time_limit = time_limit or None
+
+    points = [sp.points for s in scene.shapes for sp in s.subpaths]
+    widths = [s.stroke_width for s in scene.shapes if s.stroke is not None]
+    colors = [c for s in scene.shapes for c in (s.stroke, s.fill) if c is not None]
+    groups = {"points": points, "widths": widths, "colors": colors}
+    for name, tensors in groups.items():
+        for t in tensors:
+            t.requires_grad_(name not in lock)
+    # CLIPDraw's rates are for a 224 canvas: points move in proportion to the canvas.
+    base_lr = {"points": lr["points"] * size / 224, "widths": lr["widths"], "colors": lr["colors"]}
+    param_groups = [{"params": t, "lr": base_lr[k], "name": k}
+                    for k, t in groups.items() if t and k not in lock]
+    opt = torch.optim.Adam(param_groups) if param_groups else None
+
+    anchor_pts = [sp.points for s in scene.shapes[:anchored] for sp in s.subpaths]
+    pull = fidelity > 0 and "points" not in lock and anchor_pts
+    if pull:
+        anchor0 = torch.cat([p.detach() for p in anchor_pts]).clone()  # [P, 2]
+        pull_scale = 1.0 / (FIDELITY_SCALE * size) ** 2
+
+    tensors = points + widths + colors
+    best = [t.detach().clone() for t in tensors]
+    best_loss = float("inf")
+    bg = background_rgb(scene)
+    start = time.perf_counter()
+    done = 0
+    for it in range(iters):
+        elapsed = time.perf_counter() - start
+        progress = max(it / iters, elapsed / time_limit if time_limit else 0.0)
+        if time_limit and elapsed >= time_limit:
+            break
+        for g in param_groups:
+            if g["name"] == "points":
+                g["lr"] = base_lr["points"] * (1.0 if progress < 0.5 else 0.4 if progress < 0.75 else 0.1)
+
+        image = render(scene, scene.width, scene.height, background=bg)  # [H, W, 3]
+        loss = loss_fn(image)
+        total = loss
+        if pull:
+            drift = torch.cat(anchor_pts) - anchor0
+            total = total + fidelity * pull_scale * drift.square().sum(-1).mean()
+        value = float(total.detach())
+        if value < best_loss:  # these are the parameters that produced this loss
+            best_loss = value
+            best = [t.detach().clone() for t in tensors]
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            with torch.no_grad():
+                if "widths" not in lock:
+                    for w in widths:
+                        w.clamp_(1.0, max_width)
+                if "colors" not in lock:
+                    for c in colors:
+                        c.clamp_(0.0, 1.0)
+        done = it + 1
+        if callback is not None:
+            callback(Progress(done, iters, value, best_loss, time.perf_counter() - start, time_limit,
+                              image.detach(), scene))
+
+    elapsed = time.perf_counter() - start
+    if done == 0:  # a zero time budget: nothing was scored, return the scene as given
+        best_loss = float("nan")
+    with torch.no_grad():
+        for t, b in zip(tensors, best):
+            t.requires_grad_(False)
+            t.copy_(b)
+    return Result(scene=scene, loss=best_loss, iterations=done, elapsed=elapsed)
+
+
+# ---- CLIPDraw and tracing ------------------------------------------------------------------------
+
+
+def _prepare(scene: Optional[Scene], size: int, device) -> Scene:
+    if scene is None:
+        return Scene(width=size, height=size, shapes=[], background=(1.0, 1.0, 1.0, 1.0))
+    return scene.to(device)
+
+
+def draw(clip, prompt: str = "", scene: Optional[Scene] = None, *, negatives: Sequence[str] = (),
+         negative_weight: float = 0.3, image_prompts: Sequence[torch.Tensor] = (),
+         paths: Optional[int] = None, iters: int = 1000, max_width: float = 50.0,
+         fidelity: float = 1.0, lock: Sequence[str] = (), seed: Optional[int] = 0,
+         augmentations: int = 4, time_limit: Optional[float] = None, size: int = 224,
+         callback=None) -> Result:
+    """CLIPDraw: `paths` new random strokes (default 256 on an empty canvas, 0 when the scene has
+    shapes) on top of the scene's shapes, optimised so that CLIP matches `prompt` (and/or image
+    prompts, [H, W, 3] in 0..1). The given shapes are pulled toward where they were by `fidelity`.
+    `clip` is a guidance.Clip; the scene is copied onto its device."""
+    from .guidance import ClipLoss
+
+    generator = torch.Generator()
+    if seed is not None:
+        torch.manual_seed(seed)
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    scene = _prepare(scene, size, clip.device)
+    given = len(scene.shapes)
+    if paths is None:
+        paths = 0 if given else 256
+    scene.shapes += random_strokes(paths, scene.width, scene.height, generator, device=clip.device)
+    loss = ClipLoss(clip, [prompt] if prompt else [], negatives, negative_weight, augmentations,
+                    image_prompts, generator)
+    return optimize(scene, loss, iters, max_width, fidelity, anchored=given, lock=lock,
+                    time_limit=time_limit, callback=callback)
+
+
+def l2_loss(target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Mean squared error against a target [H, W, 3] in 0..1."""
+    return lambda image: (image - target).square().mean()
+
+
+def trace(target: torch.Tensor, paths: int = 64, fills: int = 16, *, iters: int = 300,
+          max_width: float = 10.0, seed: Optional[int] = 0, clip=None, prompt: str = "",
+          clip_weight: float = 0.1, time_limit: Optional[float] = None, callback=None,
+          device=None) -> Result:
+    """Fit `fills` filled blobs (painted first) and `paths` strokes to target [H, W, 3] in 0..1
+    under an L2 loss, plus clip_weight x the CLIP loss of `prompt` when a clip is given."""
+    generator = torch.Generator()
+    if seed is not None:
+        torch.manual_seed(seed)
+        generator.manual_seed(seed)
+    h, w, _ = target.shape
+    device = device or (clip.device if clip is not None else target.device)
+    target = target.to(device)
+    scene = Scene(width=w, height=h, shapes=[], background=(1.0, 1.0, 1.0, 1.0))
+    scene.shapes += random_blobs(fills, w, h, target.cpu(), generator, device=device)
+    scene.shapes += random_strokes(paths, w, h, generator, stroke_width=3.0, colours=target.cpu(),
+                                   device=device)
+    loss = l2_loss(target)
+    if clip is not None and prompt:
+        from .guidance import ClipLoss
+
+        clip_loss = ClipLoss(clip, [prompt], generator=generator)
+        l2 = loss
+        loss = lambda image: l2(image) + clip_weight * clip_loss(image)  # noqa: E731
+    # Colours must travel further than in CLIPDraw (they are the whole error), so a faster lr.
+    return optimize(scene, loss, iters, max_width, lock=(), time_limit=time_limit,
+                    callback=callback, lr={"colors": 0.02})
