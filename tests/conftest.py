@@ -1,0 +1,30 @@
+"""Shared fixtures: small random-weight CLIP models built once per test session (see tiny_model.py)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # so tests can `from tiny_model import ...`
+
+from tiny_model import make_random_vit_b32, make_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """(model_spec, checkpoint): a tiny CLIP's config JSON path and weights path, for
+    --model/--pretrained, CLIPDRAW_MODEL/CLIPDRAW_PRETRAINED, or the engine's model/pretrained."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_model):
+    """The tiny model loaded through the public loader (cached for the process)."""
+    from clipdraw.guidance import load_clip
+
+    return load_clip(*tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vit_b32_random(tmp_path_factory):
+    """(model name, checkpoint) of OpenAI's ViT-B/32 architecture with random fp16 weights (~300 MB)."""
+    return make_random_vit_b32(tmp_path_factory.mktemp("vit-b-32"))

@@ -1,0 +1,200 @@
+"""Model loading, augmentations and the CLIP loss (no renderer needed)."""
+import math
+import zipfile
+
+import pytest
+import torch
+
+from clipdraw import guidance
+from clipdraw.guidance import (ClipLoss, ModelError, ModelFileError, augment, augment_grid,
+                               label_probabilities, load_clip, read_state_dict, resolve)
+
+
+def checker(h=64, w=64):
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([((xs // 8 + ys // 8) % 2).float(), xs / (w - 1), ys / (h - 1)], -1)  # [H, W, 3]
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def test_tiny_model_loads_once_and_embeds(tiny_model, tiny_clip):
+    assert load_clip(*tiny_model) is tiny_clip  # once per process
+    t = tiny_clip.encode_text(["a cat", "a dog"])
+    assert t.shape == (2, 64)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not any(p.requires_grad for p in tiny_clip.model.parameters())
+
+
+def test_weights_come_from_the_file(tiny_model, tmp_path):
+    """The model's tensors are the checkpoint's, not a fresh random init."""
+    config, checkpoint = tiny_model
+    state = torch.load(checkpoint, weights_only=True)
+    clip = load_clip(config, checkpoint)
+    assert torch.equal(clip.model.state_dict()["visual.conv1.weight"], state["visual.conv1.weight"])
+    # the same weights as safetensors, and wrapped the way open_clip training checkpoints are
+    from safetensors.torch import save_file
+
+    save_file(state, tmp_path / "w.safetensors")
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in state.items()}}, wrapped)
+    for path in (tmp_path / "w.safetensors", wrapped):
+        other = load_clip(config, str(path))
+        assert torch.equal(other.model.state_dict()["text_projection"], state["text_projection"])
+
+
+def test_environment_variables_are_the_defaults(monkeypatch, tiny_model):
+    monkeypatch.setenv("CLIPDRAW_MODEL", tiny_model[0])
+    monkeypatch.setenv("CLIPDRAW_PRETRAINED", tiny_model[1])
+    assert resolve() == tiny_model
+    assert resolve("ViT-B-32", "laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
+    monkeypatch.delenv("CLIPDRAW_MODEL")
+    monkeypatch.delenv("CLIPDRAW_PRETRAINED")
+    assert resolve() == ("ViT-B-32-quickgelu", "openai")
+
+
+def test_pickled_code_is_refused_not_run(tiny_model, tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"visual.conv1.weight": Evil()}, bad)
+    with pytest.raises(ModelFileError, match="refused"):
+        load_clip(tiny_model[0], str(bad))
+    assert not marker.exists()
+
+
+def test_unreadable_files_and_names_are_clear(tiny_model, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not weights")
+    with pytest.raises(ModelFileError, match="junk.pt"):
+        load_clip(tiny_model[0], str(junk))
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_clip(tiny_model[0], str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelFileError, match="unknown model"):
+        load_clip("no-such-model", "")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(ModelFileError, match="does not fit"):
+        load_clip(tiny_model[0], str(wrong))
+
+
+def test_download_failure_is_one_sentence(monkeypatch, tiny_model):
+    """No network here: an open_clip tag fails with a message naming the fix, no traceback text."""
+    import open_clip
+
+    def offline(*a, **k):
+        raise RuntimeError("Failed to download weights: no connection")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(ModelError) as e:
+        guidance._load("ViT-B-32-quickgelu", "openai", torch.device("cpu"))
+    msg = str(e.value)
+    assert "--pretrained FILE" in msg and "CLIPDRAW_PRETRAINED" in msg and "\n" not in msg
+    assert not isinstance(e.value, ModelFileError)  # not the user's mistake: exit status 1
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_torchscript_archive_is_read_without_running_it(tiny_model, tmp_path):
+    """OpenAI's .pt files are TorchScript: their tensors are read from the zip, the code is not run."""
+    config, checkpoint = tiny_model
+    import open_clip
+
+    open_clip.add_model_config(config)
+    net = open_clip.create_model("clipdraw-tiny")
+    net.load_state_dict(torch.load(checkpoint, weights_only=True))
+    net.eval()
+    image, text = torch.rand(1, 3, 224, 224), open_clip.tokenize(["a cat"], context_length=77)
+    traced = torch.jit.trace(net, (image, text), check_trace=False, strict=False)
+    path = tmp_path / "ViT-tiny.pt"
+    traced.save(str(path))
+    with zipfile.ZipFile(path) as z:
+        assert any(n.endswith("constants.pkl") for n in z.namelist())
+    state = read_state_dict(str(path))
+    assert torch.equal(state["visual.conv1.weight"], net.state_dict()["visual.conv1.weight"])
+    clip = load_clip(config, str(path))
+    with torch.no_grad():
+        want = net.encode_image(image)
+        got = clip.model.encode_image(image)
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+# ---- augmentations --------------------------------------------------------------------------
+
+
+def test_identity_parameters_give_the_image_back():
+    img = checker()
+    grid = augment_grid(2, 64, 64, 64, distortion=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    out = torch.nn.functional.grid_sample(img.permute(2, 0, 1)[None].expand(2, -1, -1, -1), grid,
+                                          align_corners=False)
+    assert torch.allclose(out, img.permute(2, 0, 1).expand(2, -1, -1, -1), atol=1e-4)
+
+
+def test_augment_is_batched_random_white_filled_and_differentiable():
+    img = (checker() * 0.5).requires_grad_()  # nothing in the image is white
+    g = torch.Generator().manual_seed(0)
+    out = augment(img, 4, 224, g)
+    assert out.shape == (4, 3, 224, 224)
+    # perspective pulls the corners in: the fill shows at the borders
+    assert (out[:, :, 0, 0] > 0.99).any()
+    assert not torch.allclose(out[0], out[1])  # each copy has its own parameters
+    out.mean().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    again = augment(img.detach(), 4, 224, torch.Generator().manual_seed(0))
+    assert torch.equal(again, out.detach())  # the generator decides
+
+
+def test_augment_shrinks_big_renders_before_sampling():
+    img = checker(512, 512)
+    out = augment(img, 2, 224, torch.Generator().manual_seed(1))
+    assert out.shape == (2, 3, 224, 224)
+    assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5
+
+
+# ---- loss -----------------------------------------------------------------------------------
+
+
+def test_clip_loss_is_minus_the_mean_cosine(tiny_clip):
+    img = checker().requires_grad_()
+    g = torch.Generator().manual_seed(3)
+    loss = ClipLoss(tiny_clip, ["a cat"], augmentations=4, generator=g)(img)
+    copies = augment(img.detach(), 4, 224, torch.Generator().manual_seed(3))
+    f = tiny_clip.encode_image(copies)
+    want = -(f @ tiny_clip.encode_text(["a cat"]).T).mean()
+    assert torch.allclose(loss, want, atol=1e-5)
+    loss.backward()
+    assert img.grad.abs().sum() > 0
+
+
+def test_negatives_add_their_weighted_similarity(tiny_clip):
+    img = checker()
+    plain = ClipLoss(tiny_clip, ["a cat"], generator=torch.Generator().manual_seed(5))(img)
+    neg = ClipLoss(tiny_clip, ["a cat"], ["a dog"], 0.3, generator=torch.Generator().manual_seed(5))(img)
+    copies = augment(img, 4, 224, torch.Generator().manual_seed(5))
+    sim = (tiny_clip.encode_image(copies) @ tiny_clip.encode_text(["a dog"]).T).mean()
+    assert torch.allclose(neg - plain, 0.3 * sim, atol=1e-5)
+
+
+def test_image_prompt_pulls_toward_its_own_embedding(tiny_clip):
+    img = checker()
+    loss = ClipLoss(tiny_clip, image_prompts=[img], augmentations=2,
+                    generator=torch.Generator().manual_seed(0))
+    other = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(9))
+    assert loss(img) < loss(other)  # the prompt image itself matches best
+    with pytest.raises(ValueError):
+        ClipLoss(tiny_clip)
+
+
+def test_label_probabilities_are_a_sorted_softmax(tiny_clip):
+    labels = ["cat", "dog", "stitch"]
+    ranked = label_probabilities(tiny_clip, checker(), labels)
+    assert sorted(l for l, _ in ranked) == sorted(labels)
+    ps = [p for _, p in ranked]
+    assert ps == sorted(ps, reverse=True) and math.isclose(sum(ps), 1.0, rel_tol=1e-5)
+    f = tiny_clip.encode_image(tiny_clip.preprocess(checker()))
+    t = tiny_clip.encode_text(labels)
+    want = (100 * f @ t.T).softmax(-1)[0]
+    assert math.isclose(dict(ranked)["dog"], float(want[1]), rel_tol=1e-4)
