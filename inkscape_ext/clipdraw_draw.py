@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Extensions > CLIPDraw > Draw from Prompt...: refine the selected strokes (or draw new ones)
+until CLIP agrees with the prompt, and put the result back as ordinary SVG paths."""
+import time
+
+import inkex
+
+import clipdraw_engine
+import clipdraw_scene as cs
+
+
+class Draw(inkex.EffectExtension):
+    def add_arguments(self, pars):
+        pars.add_argument("--tab", default="prompt")
+        pars.add_argument("--prompt", default="a drawing of a cat")
+        pars.add_argument("--negative", default="", help="negative prompts, separated by ;")
+        pars.add_argument("--mode", default="auto", choices=["auto", "refine", "add", "new"])
+        pars.add_argument("--strokes", type=int, default=256, help="new strokes (add / new drawing)")
+        pars.add_argument("--max_width", type=float, default=10.0, help="canvas pixels")
+        pars.add_argument("--fidelity", type=float, default=1.0)
+        pars.add_argument("--lock_colors", type=inkex.Boolean, default=False)
+        pars.add_argument("--lock_widths", type=inkex.Boolean, default=False)
+        pars.add_argument("--iterations", type=int, default=1000)
+        pars.add_argument("--time_limit", type=int, default=60, help="seconds, 0 = none")
+        pars.add_argument("--seed", type=int, default=0)
+        pars.add_argument("--resolution", type=int, default=224, help="canvas pixels")
+        pars.add_argument("--augmentations", type=int, default=4)
+        pars.add_argument("--model", default="", help="open_clip model name (blank = default)")
+        pars.add_argument("--pretrained", default="", help="weights file or tag (blank = default)")
+        pars.add_argument("--output_mode", default="inplace", choices=["inplace", "layer"])
+        pars.add_argument("--summary", type=inkex.Boolean, default=True)
+
+    def effect(self):
+        opt = self.options
+        prompt = opt.prompt.strip()
+        if not prompt:
+            raise inkex.AbortExtension("CLIPDraw: the prompt is empty. Type what to draw, e.g. 'a drawing of a cat'.")
+        selected = list(self.svg.selection.values())
+        snapshot = cs.Snapshot(self.svg)
+        items, skipped, unlinked = cs.collect(self.svg, selected)
+        mode = opt.mode
+        if mode == "auto":
+            mode = "refine" if items else "new"
+        if mode == "refine" and not items:
+            raise inkex.AbortExtension(
+                "CLIPDraw: nothing to refine" + (" (" + skipped_text(skipped) + ")" if skipped else "") +
+                ". Select paths or shapes, or choose 'new drawing' under Strokes.")
+        refined = items if mode in ("refine", "add") else []
+
+        boxes = [item.visual_box() for item in items]
+        box = cs.union(boxes) or (self.svg.selection.bounding_box() if selected else None) or cs.page_box(self.svg)
+        canvas = cs.Canvas(box, opt.resolution)
+        scene, refined = cs.scene_of(refined, canvas)
+        widest = max([s["stroke_width"] for s in scene["shapes"] if s["stroke"] is not None] + [0.0])
+        lock = (["colors"] if opt.lock_colors else []) + (["widths"] if opt.lock_widths else [])
+        request = {
+            "command": "draw",
+            "scene": scene,
+            "prompt": prompt,
+            "negative": [n.strip() for n in opt.negative.split(";") if n.strip()],
+            "paths": opt.strokes if mode in ("add", "new") else 0,
+            "iters": opt.iterations,
+            "time_limit": opt.time_limit,
+            "max_width": max(opt.max_width, widest),  # refining never thins what the user drew
+            "fidelity": opt.fidelity,
+            "lock": lock,
+            "seed": opt.seed,
+            "augmentations": opt.augmentations,
+            "model": opt.model.strip() or None,
+            "pretrained": opt.pretrained.strip() or None,
+        }
+        progress = {}
+        start = time.time()
+        try:
+            reply = clipdraw_engine.run(request, on_event=progress.update)
+        except clipdraw_engine.EngineError as e:
+            cs.relink(unlinked, set())
+            raise inkex.AbortExtension(f"CLIPDraw: {e}") from None
+        # the reply holds the given shapes first, in order, then the new strokes
+        shapes = reply.get("shapes", []) if isinstance(reply, dict) else []
+        given, new = shapes[:len(refined)], shapes[len(refined):]
+
+        written = {}
+        if opt.output_mode == "layer":
+            layer = inkex.Layer.new(f"CLIPDraw: {prompt}")
+            layer.set("id", self.svg.get_unique_id("clipdraw"))
+            self.svg.append(layer)
+            for shape in given + new:
+                layer.append(cs.new_path(shape, canvas, layer.composed_transform(), self.svg))
+        else:
+            for item, sent, shape in zip(refined, scene["shapes"], given):
+                element, names = cs.write_in_place(item, sent, shape, canvas, snapshot)
+                if element is not None:
+                    written[element] = names
+            if new:
+                self.add_group(new, canvas, prompt, selected)
+        cs.relink(unlinked, written)
+        snapshot.restore(written)
+
+        message = []
+        if opt.summary:
+            message.append(summary(progress, time.time() - start, len(given), len(new)))
+        if skipped:
+            message.append("Left " + skipped_text(skipped) + " alone: convert them with Path > Object to Path "
+                           "to include them.")
+        if message:
+            inkex.errormsg("CLIPDraw: " + " ".join(message))
+
+    def add_group(self, shapes, canvas, prompt, selected):
+        """New strokes in a group labelled with the prompt, just above the selection."""
+        group = inkex.Group()
+        group.set("id", self.svg.get_unique_id("clipdraw"))
+        group.label = prompt
+        order = {node: i for i, node in enumerate(self.svg.iter())}
+        anchors = [e for e in selected if e in order and e.getparent() is not None]
+        if anchors:
+            top = max(anchors, key=order.get)
+            top.addnext(group)
+        else:
+            self.svg.get_current_layer().append(group)
+        parent = group.getparent().composed_transform()
+        for shape in shapes:
+            group.append(cs.new_path(shape, canvas, parent, self.svg))
+
+
+def skipped_text(skipped):
+    words = {"text": ("text", "texts"), "image": ("image", "images"), "clone": ("clone", "clones")}
+    return ", ".join(f"{n} {words[k][n != 1]}" for k, n in sorted(skipped.items()))
+
+
+def summary(progress, seconds, refined, added):
+    done = progress.get("iteration")
+    parts = []
+    if refined:
+        parts.append(f"refined {refined} path{'s' * (refined != 1)}")
+    if added:
+        parts.append(f"added {added} stroke{'s' * (added != 1)}")
+    text = " and ".join(parts).capitalize() or "Nothing changed"
+    if done is not None:
+        text += f" in {done} iteration{'s' * (done != 1)}"
+    text += f", {seconds:.0f} s"
+    if progress.get("loss") is not None:
+        text += f"; CLIP similarity {-float(progress['loss']):.3f}"
+    return text + "."
+
+
+if __name__ == "__main__":
+    Draw().run()

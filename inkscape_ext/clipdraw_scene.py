@@ -1,0 +1,438 @@
+"""The bridge between an Inkscape document and a CLIPDraw scene (DESIGN.md, "The scene").
+
+Reading: the selected shapes, also inside selected groups and layers, become cubic subpaths in
+canvas pixels with straight RGBA colours (every opacity folded into alpha) and full stroke widths.
+Mapping: one uniform scale and translation takes the selection's visual bounding box (or the page)
+into the square canvas with a margin, and its inverse takes the engine's reply back.
+Writing: reply shapes go back to the elements they came from; new strokes go into a new group.
+
+inkex and the standard library only: this runs under Inkscape's own Python.
+"""
+import math
+
+import inkex
+from inkex import Transform
+from inkex.paths import Curve, Move, ZoneClose
+
+MARGIN = 0.05  # fraction of the canvas left empty on each side of the drawing
+SHAPES = (
+    inkex.PathElement, inkex.Rectangle, inkex.Circle, inkex.Ellipse,
+    inkex.Line, inkex.Polyline, inkex.Polygon,
+)
+SKIPPED = {inkex.TextElement: "text", inkex.FlowRoot: "text", inkex.Image: "image", inkex.Use: "clone"}
+# attributes that hold a basic shape's geometry: gone once the shape becomes a <path>
+GEOMETRY = ("x", "y", "width", "height", "rx", "ry", "cx", "cy", "r", "x1", "y1", "x2", "y2", "points")
+SAME = 1e-4  # canvas px / colour units: a reply value this close to what was sent is unchanged
+
+
+class Item:
+    """One drawable element: its geometry in document user units and its folded-in paint."""
+
+    def __init__(self, element):
+        self.element = element
+        self.transform = element.composed_transform()  # element -> document user units
+        style = element.specified_style()
+        opacity = group_opacity(element)
+        self.stroke_paint = style("stroke")
+        self.fill_paint = style("fill")
+        self.stroke = paint_rgba(self.stroke_paint, style("stroke-opacity") * opacity)
+        self.fill = paint_rgba(self.fill_paint, style("fill-opacity") * opacity)
+        self.opacity = opacity  # what the element and its ancestors multiply every alpha by
+        self.fill_rule = style("fill-rule") or "nonzero"
+        # a stroke is as wide as the transform scales areas: sqrt|det| (exact for similarities)
+        self.scale = math.sqrt(abs(self.transform.a * self.transform.d - self.transform.b * self.transform.c))
+        self.width_local = inkex.units.convert_unit(str(style.get("stroke-width", "1")), "px") or 0.0
+        self.width = self.width_local * self.scale  # document user units
+        self.path = element.path.to_absolute()
+
+    def visual_box(self):
+        """Bounding box in document user units, widened by half the stroke."""
+        box = self.path.transform(self.transform).bounding_box()
+        if box is None:
+            return None
+        half = self.width / 2 if self.stroke is not None else 0.0
+        return inkex.BoundingBox((box.left - half, box.right + half), (box.top - half, box.bottom + half))
+
+
+def group_opacity(element):
+    """Product of `opacity` over the element and its ancestors (opacity is not inherited)."""
+    value = 1.0
+    node = element
+    while isinstance(node, inkex.BaseElement):
+        value *= node.cascaded_style()("opacity")
+        node = node.getparent()
+    return value
+
+
+def paint_rgba(paint, alpha):
+    """An inkex paint (Color, gradient element or None) as straight RGBA in 0..1, or None."""
+    if paint is None or isinstance(paint, str):  # none, context-fill, context-stroke
+        return None
+    if isinstance(paint, inkex.Color):
+        rgb = [c / 255.0 for c in list(paint.to_rgb())[:3]]
+        return rgb + [alpha]
+    # a gradient or pattern: its mean stop colour stands in for it
+    stops = gradient_stops(paint)
+    if not stops:
+        return [0.5, 0.5, 0.5, alpha]
+    colours = [paint_rgba(s.specified_style()("stop-color"), s.specified_style()("stop-opacity")) for s in stops]
+    colours = [c for c in colours if c is not None] or [[0.5, 0.5, 0.5, 1.0]]
+    mean = [sum(c[i] for c in colours) / len(colours) for i in range(4)]
+    return mean[:3] + [mean[3] * alpha]
+
+
+def gradient_stops(paint):
+    """The <stop> children of a gradient, following xlink:href chains (Inkscape's habit)."""
+    for _ in range(8):
+        stops = [child for child in paint if isinstance(child, inkex.Stop)]
+        if stops:
+            return stops
+        paint = paint.href if hasattr(paint, "href") else None
+        if paint is None:
+            return []
+    return []
+
+
+def is_hidden(element):
+    """display:none on the element or an ancestor, or visibility hidden/collapse."""
+    if element.specified_style()("visibility") in ("hidden", "collapse"):
+        return True
+    node = element
+    while isinstance(node, inkex.BaseElement):
+        if node.cascaded_style().get("display") == "none":
+            return True
+        node = node.getparent()
+    return False
+
+
+def collect(svg, selected):
+    """Drawable elements among `selected` and their descendants, in document (paint) order.
+
+    Returns (items, skipped, unlinked): skipped counts what could not be read, by kind
+    ("text": 2). Clones are unlinked into copies (inkex can), so they are drawable like the rest;
+    `unlinked` lists the (clone, copy) pairs so that `relink` can put back those left unchanged.
+    """
+    found = {}
+    skipped = {}
+    unlinked = []
+    for element in selected:
+        for node in list(rendered(element)):
+            if isinstance(node, inkex.Use) and node.href is not None and node.getparent() is not None:
+                use, node = node, unlink(node)
+                unlinked.append((use, node))
+                for sub in node.descendants():
+                    if isinstance(sub, SHAPES):
+                        found[sub] = None
+                continue
+            if isinstance(node, SHAPES):
+                found[node] = None
+            else:
+                for kind, name in SKIPPED.items():
+                    if isinstance(node, kind):
+                        skipped[name] = skipped.get(name, 0) + 1
+    order = {node: i for i, node in enumerate(svg.iter())}
+    elements = sorted((e for e in found if e in order and not is_hidden(e)), key=order.get)
+    return [Item(e) for e in elements], skipped, unlinked
+
+
+class Snapshot:
+    """Every element's attributes as they were read, to put back what was not meant to change.
+
+    inkex normalises an attribute when it is merely read (`.transform`, `.style`) and gives
+    ids to elements whose style it looks up; restoring undoes all that, so content outside the
+    selection, and attributes the engine did not change, stay byte for byte as they were.
+    """
+
+    def __init__(self, svg):
+        self.attrib = {node: dict(node.attrib) for node in svg.iter() if isinstance(node, inkex.BaseElement)}
+
+    def original(self, element):
+        return self.attrib.get(element, dict(element.attrib))
+
+    def restore(self, written=None):
+        """Put every attribute back, except the (element -> names) in `written`."""
+        written = written or {}
+        for node, attrib in self.attrib.items():
+            keep = written.get(node, ())
+            for key in [k for k in node.attrib if k not in attrib and k not in keep]:
+                del node.attrib[key]
+            for key, value in attrib.items():  # raw lxml access: inkex's get/set normalise too
+                if key not in keep and node.attrib.get(key) != value:
+                    node.attrib[key] = value
+
+
+def relink(unlinked, changed):
+    """Put back the clones whose copies hold no element in `changed` (document unchanged)."""
+    for use, copy in unlinked:
+        if copy.getparent() is not None and not any(node in changed for node in copy.descendants()):
+            copy.getparent().replace(copy, use)
+
+
+UNRENDERED = (inkex.Defs, inkex.ClipPath, inkex.Mask, inkex.Marker, inkex.Symbol, inkex.Pattern,
+              inkex.Metadata, inkex.NamedView)
+
+
+def rendered(element):
+    """The element and its descendants, in document order, leaving out what is never drawn
+    directly (defs, clip paths, masks, markers, symbols, patterns)."""
+    if isinstance(element, UNRENDERED):
+        return
+    yield element
+    for child in element:
+        if isinstance(child, inkex.BaseElement):
+            yield from rendered(child)
+
+
+def unlink(use):
+    """Replace a clone by a copy of what it shows, keeping the clone's id, place and transform."""
+    original = use.href
+    copy = original.copy()
+    if isinstance(copy, inkex.Symbol):
+        group = inkex.Group()
+        group.extend(list(copy))
+        copy = group
+    for node in copy.descendants():
+        node.set("id", None)
+    copy.set_random_ids(prefix=(use.get("id") or "clone") + "-")
+    x = inkex.units.convert_unit(use.get("x", "0"), "px")
+    y = inkex.units.convert_unit(use.get("y", "0"), "px")
+    copy.transform = use.transform @ Transform(translate=(x, y)) @ copy.transform
+    style = inkex.Style(str(use.style))
+    style.update(copy.style)
+    copy.style = style
+    copy.set("id", use.get("id"))
+    use.replace_with(copy)
+    return copy
+
+
+def page_box(svg):
+    """The page in document user units (the viewBox)."""
+    x, y, w, h = svg.get_viewbox()
+    if not w or not h:
+        w = svg.unittouu(svg.get("width", "100")) or 100.0
+        h = svg.unittouu(svg.get("height", "100")) or 100.0
+    return inkex.BoundingBox((x, x + w), (y, y + h))
+
+
+def union(boxes):
+    box = None
+    for b in boxes:
+        if b is not None:
+            box = b if box is None else box + b
+    return box
+
+
+class Canvas:
+    """document user units -> square canvas pixels: the box centred, with a margin, uniformly."""
+
+    def __init__(self, box, size, margin=MARGIN):
+        self.size = int(size)
+        extent = max(box.width, box.height)
+        if not extent > 0:
+            extent = 1.0
+        self.scale = size * (1 - 2 * margin) / extent  # canvas px per user unit
+        cx, cy = box.center
+        self.to_canvas = Transform(translate=(size / 2, size / 2)) @ Transform(scale=self.scale) @ \
+            Transform(translate=(-cx, -cy))
+        self.to_document = -self.to_canvas
+
+
+# ---- document -> scene ----------------------------------------------------------------------
+
+
+def closed_flags(path):
+    """Which subpaths of an inkex.Path end in Z, in order (one per moveto)."""
+    flags = []
+    for cmd in path:
+        if cmd.letter in "Mm" or not flags:
+            flags.append(False)
+        if cmd.letter in "Zz":
+            flags[-1] = True
+    return flags
+
+
+def superpath_to_subpaths(csp, closed):
+    """inkex CubicSuperPath ([[c_in, p, c_out], ...] per subpath) -> scene subpaths.
+
+    inkex closes a subpath with a last node back on its first; the scene's closed subpath has
+    3n points and its last segment ends at points[0], so that node is dropped and its incoming
+    control point (the closing segment's c1) kept.
+    """
+    subpaths = []
+    for nodes, is_closed in zip(csp, list(closed) + [False] * len(csp)):
+        nodes = [list(map(list, node)) for node in nodes]
+        if not nodes:
+            continue
+        is_closed = is_closed and len(nodes) > 2 and close(nodes[-1][1], nodes[0][1])
+        if is_closed:
+            last = nodes.pop()
+            nodes[0][0] = last[0]
+        points = [nodes[0][1]]
+        for prev, node in zip(nodes, nodes[1:]):
+            points += [prev[2], node[0], node[1]]
+        if is_closed:
+            points += [nodes[-1][2], nodes[0][0]]
+        if len(points) == 1:  # a lone moveto: a zero-length segment keeps round caps visible
+            points = points * 4
+        subpaths.append({"points": points, "closed": is_closed})
+    return subpaths
+
+
+def close(a, b, tol=1e-9):
+    return abs(a[0] - b[0]) <= tol and abs(a[1] - b[1]) <= tol
+
+
+def item_to_shape(item, canvas):
+    """One element as a scene shape (canvas pixels)."""
+    to_canvas = canvas.to_canvas @ item.transform
+    csp = item.path.to_superpath().transform(to_canvas)
+    return {
+        "id": item.element.get("id"),
+        "subpaths": superpath_to_subpaths(csp, closed_flags(item.path)),
+        "stroke": item.stroke,
+        "stroke_width": item.width * canvas.scale,
+        "fill": item.fill,
+        "fill_rule": item.fill_rule if item.fill_rule in ("nonzero", "evenodd") else "nonzero",
+    }
+
+
+def scene_of(items, canvas, background=(1, 1, 1, 1)):
+    """The scene of `items` (those with any geometry), and those items, in the same order."""
+    pairs = [(item, item_to_shape(item, canvas)) for item in items]
+    pairs = [(item, shape) for item, shape in pairs if shape["subpaths"]]
+    scene = {"format": "clipdraw-scene", "version": 1, "width": canvas.size, "height": canvas.size,
+             "background": list(background), "shapes": [shape for _, shape in pairs]}
+    return scene, [item for item, _ in pairs]
+
+
+# ---- scene -> document ----------------------------------------------------------------------
+
+
+def subpaths_to_path(subpaths, transform):
+    """Scene subpaths (canvas px) -> inkex.Path through `transform` (canvas -> element units)."""
+    commands = []
+    for sub in subpaths:
+        pts = [transform.apply_to_point(p) for p in sub["points"]]
+        if not pts:
+            continue
+        commands.append(Move(pts[0].x, pts[0].y))
+        ends = pts[3::3] + ([pts[0]] if sub.get("closed") else [])
+        for i, end in enumerate(ends):
+            c0, c1 = pts[3 * i + 1], pts[3 * i + 2]
+            commands.append(Curve(c0.x, c0.y, c1.x, c1.y, end.x, end.y))
+        if sub.get("closed"):
+            commands.append(ZoneClose())
+    return inkex.Path(commands)
+
+
+def path_data(path):
+    """`d` with 10 significant digits: inkex's default 6 loses 1e-3 at coordinates over 1000."""
+    return " ".join((cmd.letter + " " + " ".join(f"{a:.10g}" for a in cmd.args)).strip() for cmd in path)
+
+
+def differs(a, b, tol=SAME):
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    return any(abs(x - y) > tol for x, y in zip(a, b))
+
+
+def geometry_differs(sent, got):
+    if len(sent["subpaths"]) != len(got["subpaths"]):
+        return True
+    for s, g in zip(sent["subpaths"], got["subpaths"]):
+        if s.get("closed") != g.get("closed") or len(s["points"]) != len(g["points"]):
+            return True
+        if any(differs(p, q) for p, q in zip(s["points"], g["points"])):
+            return True
+    return False
+
+
+def colour(rgba):
+    return str(inkex.Color([int(round(max(0.0, min(1.0, c)) * 255)) for c in rgba[:3]]))
+
+
+def alpha_value(a):
+    return f"{max(0.0, min(1.0, a)):.6g}"
+
+
+def write_in_place(item, sent, got, canvas, snapshot):
+    """Change only what the engine changed: path data, and stroke/fill/width style properties.
+
+    The element keeps its id, other attributes, transform and place; a basic shape that moved
+    becomes a <path> with the same id. Returns (element now in the document, names of the
+    attributes written), or (None, ()) when the engine changed nothing.
+    """
+    element = item.element
+    original = snapshot.original(element)
+    style = inkex.Style(original.get("style", ""))
+    written = set()
+    if geometry_differs(sent, got):
+        to_local = -(canvas.to_canvas @ item.transform)
+        d = path_data(subpaths_to_path(got["subpaths"], to_local))
+        if not isinstance(element, inkex.PathElement):
+            element = as_path_element(element, original)
+        element.set("d", d)
+        written.add("d")
+    for name, sent_rgba, got_rgba in (("stroke", sent["stroke"], got.get("stroke")),
+                                      ("fill", sent["fill"], got.get("fill"))):
+        if not differs(sent_rgba, got_rgba):
+            continue
+        written.add("style")
+        if got_rgba is None:
+            style[name] = "none"
+            continue
+        if sent_rgba is None or differs(sent_rgba[:3], got_rgba[:3]):
+            style[name] = colour(got_rgba)
+        if sent_rgba is None or abs(sent_rgba[3] - got_rgba[3]) > SAME:
+            # the element's and its ancestors' opacity stay; the paint's own opacity takes the rest
+            own = got_rgba[3] / item.opacity if item.opacity > 0 else 1.0
+            style[name + "-opacity"] = alpha_value(own)
+    if abs(float(got.get("stroke_width", 0)) - sent["stroke_width"]) > SAME:
+        scale = canvas.scale * item.scale
+        if scale > 0:
+            style["stroke-width"] = f"{float(got['stroke_width']) / scale:.6g}"
+            written.add("style")
+    if not written:
+        return None, ()
+    style["stroke-linecap"] = "round"
+    style["stroke-linejoin"] = "round"
+    element.set("style", str(style))
+    written.add("style")
+    return element, written
+
+
+def as_path_element(element, attrib):
+    """A <path> with the same id, attributes (`attrib` but geometry) and children, in the same place."""
+    path = inkex.PathElement()
+    for key, value in attrib.items():
+        if key not in GEOMETRY:
+            path.attrib[key] = value
+    path.extend(list(element))
+    element.getparent().replace(element, path)
+    return path
+
+
+def new_path(shape, canvas, parent_transform, svg, label=None):
+    """A fresh <path> for a reply shape, in a parent whose composed transform is given."""
+    to_local = -(canvas.to_canvas @ parent_transform)
+    scale = canvas.scale * math.sqrt(abs(parent_transform.a * parent_transform.d - parent_transform.b * parent_transform.c))
+    element = inkex.PathElement()
+    element.set("id", svg.get_unique_id("clipdraw"))
+    element.set("d", path_data(subpaths_to_path(shape["subpaths"], to_local)))
+    style = inkex.Style()
+    for name in ("stroke", "fill"):
+        rgba = shape.get(name)
+        if rgba is None:
+            style[name] = "none"
+        else:
+            style[name] = colour(rgba)
+            style[name + "-opacity"] = alpha_value(rgba[3])
+    style["stroke-width"] = f"{float(shape.get('stroke_width', 1)) / scale:.6g}" if scale > 0 else "1"
+    style["stroke-linecap"] = "round"
+    style["stroke-linejoin"] = "round"
+    if shape.get("fill_rule") == "evenodd":
+        style["fill-rule"] = "evenodd"
+    element.style = style
+    if label:
+        element.label = label
+    return element
