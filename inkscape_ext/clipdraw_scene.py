@@ -185,23 +185,22 @@ def rendered(element):
 
 def unlink(use):
     """Replace a clone by a copy of what it shows, keeping the clone's id, place and transform."""
-    original = use.href
-    copy = original.copy()
+    copy = use.href.copy()
     if isinstance(copy, inkex.Symbol):
         group = inkex.Group()
         group.extend(list(copy))
         copy = group
-    for node in copy.descendants():
-        node.set("id", None)
-    copy.set_random_ids(prefix=(use.get("id") or "clone") + "-")
     x = inkex.units.convert_unit(use.get("x", "0"), "px")
     y = inkex.units.convert_unit(use.get("y", "0"), "px")
     copy.transform = use.transform @ Transform(translate=(x, y)) @ copy.transform
-    style = inkex.Style(str(use.style))
-    style.update(copy.style)
-    copy.style = style
-    copy.set("id", use.get("id"))
-    use.replace_with(copy)
+    style = inkex.Style(use.attrib.get("style", ""))
+    style.update(inkex.Style(copy.attrib.get("style", "")))
+    copy.attrib["style"] = str(style)
+    copy.attrib["id"] = use.get("id")
+    use.getparent().replace(use, copy)
+    for node in list(copy.descendants())[1:]:  # ids must stay unique in the document
+        node.attrib.pop("id", None)
+        node.set_random_id(prefix=copy.get("id") + "-")
     return copy
 
 
@@ -263,6 +262,9 @@ def superpath_to_subpaths(csp, closed):
         nodes = [list(map(list, node)) for node in nodes]
         if not nodes:
             continue
+        if is_closed:  # a Z after a segment that already ended at the start adds a zero-length one
+            while len(nodes) > 2 and all(close(p, nodes[0][1]) for p in (nodes[-1][0], nodes[-1][1], nodes[-2][1], nodes[-2][2])):
+                nodes.pop()
         is_closed = is_closed and len(nodes) > 2 and close(nodes[-1][1], nodes[0][1])
         if is_closed:
             last = nodes.pop()
