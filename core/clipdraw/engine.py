@@ -140,7 +140,7 @@ def run(req: dict) -> dict:
         with torch.no_grad():
             image = render(scene, scene.width, scene.height, background=background_rgb(scene))
         top = label_probabilities(clip, image.detach(), labels, template)[: req["top"]]
-        return {"labels": [{"label": l, "probability": round(p, 6)} for l, p in top]}
+        return {"labels": [{"label": l, "probability": p} for l, p in top]}
 
     emit("status", message=f"drawing \"{req['prompt']}\"")
     last = [0.0]

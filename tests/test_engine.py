@@ -1,0 +1,101 @@
+"""`python -m clipdraw engine` as the Inkscape plugin runs it: a real subprocess, JSON in and out."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clipdraw.engine import parse_request, RequestError
+
+
+def engine(request, env=None, timeout=600):
+    text = request if isinstance(request, str) else json.dumps(request)
+    r = subprocess.run([sys.executable, "-m", "clipdraw", "engine"], input=text, capture_output=True,
+                       text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    events = [json.loads(line) for line in r.stderr.splitlines()]  # every stderr line is JSON
+    return r, events
+
+
+def canvas(shapes=()):
+    return {"format": "clipdraw-scene", "version": 1, "width": 64, "height": 64,
+            "background": [1, 1, 1, 1], "shapes": list(shapes)}
+
+
+STROKE = {"id": "path12", "subpaths": [{"points": [[10, 10], [20, 30], [30, 30], [40, 10]], "closed": False}],
+          "stroke": [0, 0, 0, 1], "stroke_width": 3, "fill": None}
+BLOB = {"id": "path13", "subpaths": [{"points": [[40, 40], [50, 40], [50, 50], [40, 50], [35, 45], [40, 42]],
+                                      "closed": True}],
+        "stroke": None, "stroke_width": 0, "fill": [0.2, 0.6, 0.2, 1]}
+
+
+def test_draw_request_gives_a_scene_and_progress(tiny_model):
+    req = {"command": "draw", "scene": canvas([STROKE, BLOB]), "prompt": "a drawing of a cat",
+           "negative": ["a blurry photo"], "paths": 3, "iters": 4, "time_limit": 60, "max_width": 10,
+           "fidelity": 1.0, "lock": ["colors"], "seed": 0, "augmentations": 2,
+           "model": tiny_model[0], "pretrained": tiny_model[1], "device": "cpu"}
+    r, events = engine(req)
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply["format"] == "clipdraw-scene" and reply["width"] == 64
+    assert [s["id"] for s in reply["shapes"]] == ["path12", "path13", None, None, None]
+    assert reply["shapes"][0]["stroke"] == [0, 0, 0, 1]  # locked colours
+    assert reply["shapes"][1]["fill"] == pytest.approx(BLOB["fill"], abs=1e-7)
+    assert all(1 <= s["stroke_width"] <= 10 for s in reply["shapes"][2:])
+    assert events[0]["event"] == "status"
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["iteration"] == 4 and progress[-1]["iterations"] == 4
+    assert set(progress[-1]) == {"event", "iteration", "iterations", "loss", "elapsed", "time_limit"}
+    assert progress[-1]["time_limit"] == 60
+
+
+def test_environment_picks_the_model_and_defaults_fill_in(tiny_model):
+    r, events = engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 2},
+                       env={"CLIPDRAW_MODEL": tiny_model[0], "CLIPDRAW_PRETRAINED": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    assert "clipdraw-tiny" in events[0]["message"]
+    assert [s["id"] for s in json.loads(r.stdout)["shapes"]] == ["path12"]  # paths default 0 with shapes
+
+
+def test_score_request(tiny_model):
+    r, _ = engine({"command": "score", "scene": canvas([STROKE]), "labels": ["cat", "dog", "stitch"],
+                   "top": 2, "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    labels = json.loads(r.stdout)["labels"]
+    assert len(labels) == 2 and {l["label"] for l in labels} <= {"cat", "dog", "stitch"}
+    assert 1 >= labels[0]["probability"] >= labels[1]["probability"] >= 0
+
+
+@pytest.mark.parametrize("request_text, status, words", [
+    ("{not json", 2, "not valid JSON"),
+    (json.dumps({"scene": canvas(), "prompt": "  "}), 2, "prompt"),
+    (json.dumps({"scene": {"format": "svg"}, "prompt": "a cat"}), 2, "scene: format"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "iters": "many"}), 2, "iters"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "lock": ["shapes"]}), 2, "lock"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "colour": 1}), 2, "unknown key 'colour'"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "pretrained": "/no/such/file.pt",
+                 "model": "ViT-B-32-quickgelu"}), 2, "does not exist"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "device": "cuda"}), 2, "not available"),
+])
+def test_failures_are_one_json_error_line(request_text, status, words):
+    r, events = engine(request_text)
+    assert r.returncode == status
+    assert r.stdout == ""
+    assert events[-1]["event"] == "error" and words.lower() in events[-1]["message"].lower()
+    assert "Traceback" not in r.stderr
+
+
+def test_unreadable_model_file_is_a_bad_request(tiny_model, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    r, events = engine({"scene": canvas(), "prompt": "a cat", "model": tiny_model[0], "pretrained": str(junk)})
+    assert r.returncode == 2 and "junk.pt" in events[-1]["message"] and r.stdout == ""
+
+
+def test_parse_request_defaults_are_those_of_draw():
+    req = parse_request({"scene": canvas(), "prompt": "a cat"})
+    assert (req["iters"], req["max_width"], req["fidelity"], req["augmentations"], req["seed"]) == (1000, 50.0, 1.0, 4, 0)
+    assert req["paths"] is None and req["time_limit"] is None and req["lock"] == [] and req["device"] == "auto"
+    assert parse_request({"scene": canvas(), "prompt": "x", "time_limit": 0})["time_limit"] is None
+    with pytest.raises(RequestError):
+        parse_request({"scene": canvas(), "prompt": "x", "paths": 1.5})
