@@ -48,7 +48,12 @@ class Draw(inkex.EffectExtension):
         refined = items if mode in ("refine", "add") else []
 
         boxes = [item.visual_box() for item in items]
-        box = cs.union(boxes) or (self.svg.selection.bounding_box() if selected else None) or cs.page_box(self.svg)
+        box = cs.union(boxes) or (self.svg.selection.bounding_box() if selected else None)
+        if box is None:  # a new drawing on the page: the canvas is the largest square on it
+            page = cs.page_box(self.svg)
+            side = min(page.width, page.height)
+            cx, cy = page.center
+            box = inkex.BoundingBox((cx - side / 2, cx + side / 2), (cy - side / 2, cy + side / 2))
         canvas = cs.Canvas(box, opt.resolution)
         scene, refined = cs.scene_of(refined, canvas)
         widest = max([s["stroke_width"] for s in scene["shapes"] if s["stroke"] is not None] + [0.0])

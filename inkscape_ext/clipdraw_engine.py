@@ -165,10 +165,12 @@ def read_events(stream, events, on_event):
 
 
 def failure_message(code, events, python):
+    if code == 3:  # the bootstrap's own: no clipdraw to import
+        return f"the Python {python} does not have the clipdraw engine: " + INSTALL_HINT
     errors = [e.get("message", "") for e in events if e.get("event") == "error"]
     if errors:
         return errors[-1]
-    if code == 3 or any("No module named" in e.get("message", "") for e in events):
+    if any("No module named" in e.get("message", "") for e in events):
         return f"the Python {python} does not have the clipdraw engine: " + INSTALL_HINT
     text = [e.get("message", "") for e in events if e.get("event") == "text"]
     last = text[-1] if text else f"exit status {code}"
