@@ -73,7 +73,7 @@ def render(scene: Scene, width: Optional[int] = None, height: Optional[int] = No
     if r.pixels.numel():
         image = image.index_put((r.pixels,), r.premultiplied + bg * r.transmittance.unsqueeze(1))
     else:
-        image = image + 0  # a fresh tensor, still connected to a tensor background
+        image = image + (0 if r.zero is None else r.zero)  # fresh, connected to the scene
     return image.reshape(h, w, 3)
 
 
@@ -95,4 +95,6 @@ def render_rgba(scene: Scene, width: Optional[int] = None, height: Optional[int]
         safe = alpha > 0
         rgb = torch.where(safe.unsqueeze(1), r.premultiplied / torch.where(safe, alpha, 1.0).unsqueeze(1), 0.0)
         out = out.index_put((r.pixels,), torch.cat((rgb.clamp(0, 1), alpha.unsqueeze(1)), 1))
+    elif r.zero is not None:
+        out = out + r.zero
     return out.reshape(h, w, 4)

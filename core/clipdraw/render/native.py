@@ -53,6 +53,7 @@ class Raster:
     transmittance: torch.Tensor  # float [P]: product of (1 - alpha) over every layer
     width: int
     height: int
+    zero: Optional[torch.Tensor] = None  # set when nothing is drawn: 0, connected to the inputs
 
 
 # ---- scene gathering ----------------------------------------------------------------------
@@ -216,122 +217,177 @@ def band_coverage(d: torch.Tensor, half_width: torch.Tensor, nx: torch.Tensor, n
 # ---- strokes ------------------------------------------------------------------------------
 
 
+def _bez_cols(c, t):
+    """Point of cubics given as 8 coordinate rows c = (x0, y0, ..., x3, y3) [8, N] at t [N]."""
+    mt = 1 - t
+    b0 = mt * mt * mt
+    b1 = 3 * mt * mt * t
+    b2 = 3 * mt * t * t
+    b3 = t * t * t
+    x = b0 * c[0] + b1 * c[2] + b2 * c[4] + b3 * c[6]
+    y = b0 * c[1] + b1 * c[3] + b2 * c[5] + b3 * c[7]
+    return x, y
+
+
+def _bez_cols_d(c, t):
+    """First and second derivatives (x', y', x'', y'') of cubics in column form."""
+    mt = 1 - t
+    d0x, d0y = c[2] - c[0], c[3] - c[1]
+    d1x, d1y = c[4] - c[2], c[5] - c[3]
+    d2x, d2y = c[6] - c[4], c[7] - c[5]
+    k0 = 3 * mt * mt
+    k1 = 6 * mt * t
+    k2 = 3 * t * t
+    fx = k0 * d0x + k1 * d1x + k2 * d2x
+    fy = k0 * d0y + k1 * d1y + k2 * d2y
+    sx = 6 * (mt * (d1x - d0x) + t * (d2x - d1x))
+    sy = 6 * (mt * (d1y - d0y) + t * (d2y - d1y))
+    return fx, fy, sx, sy
+
+
 def _strokes(g: _Gathered, width: int, height: int):
-    """(flat pixel, shape, alpha) entries of every stroke."""
+    """(flat pixel, shape, coverage) entries of every stroke."""
     dev = g.points.device
     dt = g.points.dtype
-    seg_ids = torch.tensor(g.stroke_segs, device=dev, dtype=torch.long)
+    f64 = torch.float64
     ctrl_idx = torch.tensor([g.seg_ctrl[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
     seg_shape = torch.tensor([g.seg_shape[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
-    ctrl = g.points[ctrl_idx]  # [S, 4, 2] autograd
-    ctrl_d = ctrl.detach()
-    half_w = 0.5 * g.widths  # [num_shapes]
-    half_w_d = half_w.detach().clamp_min(0)
+    nseg = ctrl_idx.shape[0]
+    # control points as 8 coordinate rows [8, S] (autograd)
+    ctrl_t = g.points.index_select(0, ctrl_idx.reshape(-1)).reshape(nseg, 8).t()
+    half_w = 0.5 * g.widths  # [num_shapes], autograd
 
     with torch.no_grad():
-        cseg, t0, t1, a, b = _flatten(ctrl_d, STROKE_TOLERANCE, MAX_CHORDS_STROKE)
-        cshape = seg_shape[cseg]
-        reach = half_w_d[cshape] + (HALF_DIAGONAL + STROKE_TOLERANCE + 1e-3)
-        lo = torch.minimum(a, b) - reach.unsqueeze(1) - 0.5
-        hi = torch.maximum(a, b) + reach.unsqueeze(1) - 0.5
-        lim = torch.tensor([width - 1, height - 1], device=dev, dtype=dt)
-        lo_i = torch.ceil(lo).clamp(min=torch.zeros_like(lim), max=lim).long()
-        hi_i = torch.floor(hi).clamp(min=torch.full_like(lim, -1.0), max=lim).long()
-        empty = (hi < 0).any(1) | (lo > lim).any(1)
-        ext = (hi_i - lo_i + 1).clamp_min(0)
-        ext = torch.where(empty.unsqueeze(1), torch.zeros_like(ext), ext)
-        count = ext[:, 0] * ext[:, 1]
-
-        # per-shape bounding box buffer (union of its chords' boxes)
-        ns = len(g.widths)
-        big = torch.iinfo(torch.long).max
+        cd = ctrl_t.detach().contiguous()
+        # -- flatten: chords per segment from the bound on the curve's deviation
+        ax_ = (cd[0] - 2 * cd[2] + cd[4]).square() + (cd[1] - 2 * cd[3] + cd[5]).square()
+        bx_ = (cd[2] - 2 * cd[4] + cd[6]).square() + (cd[3] - 2 * cd[5] + cd[7]).square()
+        m = torch.maximum(ax_, bx_).sqrt()
+        n = torch.ceil(torch.sqrt(m * (0.75 / STROKE_TOLERANCE))).clamp(1, MAX_CHORDS_STROKE).long()
+        cseg = torch.repeat_interleave(torch.arange(nseg, device=dev), n)
+        nch = cseg.shape[0]
+        k = (torch.arange(nch, device=dev) - (torch.cumsum(n, 0) - n).index_select(0, cseg)).to(dt)
+        nf = n.to(dt).index_select(0, cseg)
+        t0 = k / nf
+        t1 = (k + 1) / nf
+        cc = cd.index_select(1, cseg)
+        ax, ay = _bez_cols(cc, t0)
+        bx, by = _bez_cols(cc, t1)
+        cshape = seg_shape.index_select(0, cseg)
+        reach = half_w.detach().clamp_min(0).index_select(0, cshape) + (HALF_DIAGONAL + STROKE_TOLERANCE + 1e-3)
+        # -- each chord's box of pixels whose centre may be within reach
+        lox = torch.ceil(torch.minimum(ax, bx) - reach - 0.5).clamp(0, width - 1)
+        loy = torch.ceil(torch.minimum(ay, by) - reach - 0.5).clamp(0, height - 1)
+        hix = torch.floor(torch.maximum(ax, bx) + reach - 0.5).clamp(-1, width - 1)
+        hiy = torch.floor(torch.maximum(ay, by) + reach - 0.5).clamp(-1, height - 1)
+        ex = (hix - lox + 1).clamp_min(0)
+        ey = (hiy - loy + 1).clamp_min(0)
+        count = (ex * ey).long()
+        # -- per shape: the union of its chords' boxes, a slot per pixel in one flat buffer
+        ns = g.widths.shape[0]
+        inf = float("inf")
         has = count > 0
-        bx0 = torch.full((ns,), big, device=dev, dtype=torch.long)
-        by0 = torch.full((ns,), big, device=dev, dtype=torch.long)
-        bx1 = torch.full((ns,), -1, device=dev, dtype=torch.long)
-        by1 = torch.full((ns,), -1, device=dev, dtype=torch.long)
-        hs = cshape[has]
-        bx0.scatter_reduce_(0, hs, lo_i[has, 0], "amin")
-        by0.scatter_reduce_(0, hs, lo_i[has, 1], "amin")
-        bx1.scatter_reduce_(0, hs, hi_i[has, 0], "amax")
-        by1.scatter_reduce_(0, hs, hi_i[has, 1], "amax")
-        bw = (bx1 - bx0 + 1).clamp_min(0)
-        bh = (by1 - by0 + 1).clamp_min(0)
+        bx0 = torch.full((ns,), inf, device=dev, dtype=dt).scatter_reduce(
+            0, cshape, torch.where(has, lox, inf), "amin")
+        by0 = torch.full((ns,), inf, device=dev, dtype=dt).scatter_reduce(
+            0, cshape, torch.where(has, loy, inf), "amin")
+        bx1 = torch.full((ns,), -inf, device=dev, dtype=dt).scatter_reduce(
+            0, cshape, torch.where(has, hix, -inf), "amax")
+        by1 = torch.full((ns,), -inf, device=dev, dtype=dt).scatter_reduce(
+            0, cshape, torch.where(has, hiy, -inf), "amax")
+        some = torch.isfinite(bx0)
+        bx0 = torch.where(some, bx0, 0.0)
+        by0 = torch.where(some, by0, 0.0)
+        bw = torch.where(some, bx1 - bx0 + 1, 0.0).to(f64)
+        bh = torch.where(some, by1 - by0 + 1, 0.0).to(f64)
         area = bw * bh
         off = torch.cumsum(area, 0) - area
         total = int(area.sum())
-
-        # (chord, pixel) pairs
-        pc = torch.repeat_interleave(torch.arange(count.shape[0], device=dev), count)
-        if pc.numel() == 0 or total == 0:
+        npairs = int(count.sum())
+        if total == 0 or npairs == 0:
             return None
-        local = torch.arange(pc.shape[0], device=dev) - (torch.cumsum(count, 0) - count)[pc]
-        ex = ext[pc, 0]
-        px = lo_i[pc, 0] + local % ex
-        py = lo_i[pc, 1] + local // ex
-        cx = px.to(dt) + 0.5
-        cy = py.to(dt) + 0.5
-        ax, ay = a[pc, 0], a[pc, 1]
-        dx, dy = b[pc, 0] - ax, b[pc, 1] - ay
-        qx, qy = cx - ax, cy - ay
-        ll = dx * dx + dy * dy
-        u = ((qx * dx + qy * dy) / ll.clamp_min(1e-12)).clamp(0, 1)
-        ex_ = qx - u * dx
-        ey_ = qy - u * dy
-        d2 = ex_ * ex_ + ey_ * ey_
-        sh = cshape[pc]
-        ok = d2 < reach[pc].square()
-        pc, px, py, d2, sh, u = pc[ok], px[ok], py[ok], d2[ok], sh[ok], u[ok]
-        slot = off[sh] + (py - by0[sh]) * bw[sh] + (px - bx0[sh])
-        key = (d2.contiguous().view(torch.int32).long() << 32) | pc
+        # per chord: where its box starts in the buffer, and the box's corner relative to the chord
+        bw_c = bw.index_select(0, cshape)
+        base = (off.index_select(0, cshape) + (loy - by0.index_select(0, cshape)).to(f64) * bw_c
+                + (lox - bx0.index_select(0, cshape)).to(f64))
+        start = (torch.cumsum(count, 0) - count).to(f64)
+        dx = bx - ax
+        dy = by - ay
+        inv_ll = 1.0 / (dx * dx + dy * dy).clamp_min(1e-12)
+        tab64 = torch.stack((start, ex.to(f64), base, bw_c))
+        tab32 = torch.stack((lox + 0.5 - ax, loy + 0.5 - ay, dx, dy, inv_ll, reach * reach))
+
+        # -- (chord, pixel) pairs: squared distance from the pixel centre to the chord
+        pc = torch.repeat_interleave(torch.arange(nch, device=dev), count, output_size=npairs)
+        p64 = tab64.index_select(1, pc)
+        p32 = tab32.index_select(1, pc)
+        local = torch.arange(npairs, device=dev, dtype=f64) - p64[0]
+        row = torch.floor((local + 0.5) / p64[1])
+        col = local - row * p64[1]
+        slot = (p64[2] + row * p64[3] + col).long()
+        qx = p32[0] + col.to(dt)
+        qy = p32[1] + row.to(dt)
+        pdx, pdy = p32[2], p32[3]
+        u = ((qx * pdx + qy * pdy) * p32[4]).clamp(0, 1)
+        rx = qx - u * pdx
+        ry = qy - u * pdy
+        d2 = rx * rx + ry * ry
+        big = torch.iinfo(torch.long).max
+        key = torch.where(d2 < p32[5], (d2.view(torch.int32).long() << 32) | pc, big)
         buf = torch.full((total,), big, device=dev, dtype=torch.long)
         buf.scatter_reduce_(0, slot, key, "amin")
-        win_slot = torch.nonzero(buf != big).squeeze(1)
-        wkey = buf[win_slot]
-        wchord = wkey & 0xFFFFFFFF
-        # recover the pair's pixel from the slot
-        wshape = cshape[wchord]
-        rel = win_slot - off[wshape]
-        wpx = bx0[wshape] + rel % bw[wshape]
-        wpy = by0[wshape] + rel // bw[wshape]
-        p = torch.stack((wpx.to(dt) + 0.5, wpy.to(dt) + 0.5), 1)
-        # start parameter: projection on the winning chord
-        ca, cb = a[wchord], b[wchord]
-        dd = cb - ca
-        uu = (((p - ca) * dd).sum(1) / (dd * dd).sum(1).clamp_min(1e-12)).clamp(0, 1)
-        t = t0[wchord] + uu * (t1[wchord] - t0[wchord])
-        wseg = cseg[wchord]
-        cw = ctrl_d[wseg]
-        q = _bezier(cw, t)
-        best = ((q - p) ** 2).sum(1)
-        for _ in range(NEWTON_STEPS):
-            d1, dd2 = _bezier_d1_d2(cw, t)
-            r = q - p
-            f1 = (r * d1).sum(1)
-            f2 = (d1 * d1).sum(1) + (r * dd2).sum(1)
-            step = torch.where(f2 > 1e-9, f1 / f2.clamp_min(1e-9), torch.zeros_like(f1))
-            tn = (t - step).clamp(0, 1)
-            qn = _bezier(cw, tn)
-            dn = ((qn - p) ** 2).sum(1)
-            better = dn < best
-            t = torch.where(better, tn, t)
-            q = torch.where(better.unsqueeze(1), qn, q)
-            best = torch.where(better, dn, best)
-        # band normal: from the curve to the pixel centre, or the curve's normal on it
-        r = p - q
-        dist = best.sqrt()
-        tan, _ = _bezier_d1_d2(cw, t)
-        tl = tan.norm(dim=1)
-        nrm_t = torch.stack((-tan[:, 1], tan[:, 0]), 1) / tl.clamp_min(1e-12).unsqueeze(1)
-        far = dist > 1e-4
-        nrm = torch.where(far.unsqueeze(1), r / dist.clamp_min(1e-12).unsqueeze(1), nrm_t)
-        nrm = torch.where((far | (tl > 1e-9)).unsqueeze(1), nrm, torch.tensor([1.0, 0.0], device=dev, dtype=dt))
 
-    # with autograd, only for the winners
-    qg = _bezier(ctrl[wseg], t)
-    rg = p - qg
-    dg = torch.sqrt((rg * rg).sum(1) + 1e-12)
-    cov = band_coverage(dg, half_w[wshape], nrm[:, 0], nrm[:, 1])
+        # -- winners: the nearest chord of the shape for each pixel within reach
+        wslot = torch.nonzero(buf != big).squeeze(1)
+        wchord = buf.index_select(0, wslot) & 0xFFFFFFFF
+        wshape = cshape.index_select(0, wchord)
+        sh64 = torch.stack((off, bw, bx0.to(f64), by0.to(f64))).index_select(1, wshape)
+        rel = wslot.to(f64) - sh64[0]
+        wrow = torch.floor((rel + 0.5) / sh64[1])
+        wcol = rel - wrow * sh64[1]
+        wpx = (sh64[2] + wcol).long()
+        wpy = (sh64[3] + wrow).long()
+        px = wpx.to(dt) + 0.5
+        py = wpy.to(dt) + 0.5
+        wt = torch.stack((ax, ay, dx, dy, inv_ll, t0, t1)).index_select(1, wchord)
+        uu = (((px - wt[0]) * wt[2] + (py - wt[1]) * wt[3]) * wt[4]).clamp(0, 1)
+        t = wt[5] + uu * (wt[6] - wt[5])
+        wseg = cseg.index_select(0, wchord)
+        cw = cd.index_select(1, wseg)
+        # -- Newton steps on the real cubic for the closest point (kept only where they help)
+        qx_, qy_ = _bez_cols(cw, t)
+        best = (qx_ - px).square() + (qy_ - py).square()
+        for _ in range(NEWTON_STEPS):
+            fx, fy, sx, sy = _bez_cols_d(cw, t)
+            rx_, ry_ = qx_ - px, qy_ - py
+            f1 = rx_ * fx + ry_ * fy
+            f2 = fx * fx + fy * fy + rx_ * sx + ry_ * sy
+            ok = f2 > 1e-9
+            tn = (t - f1 / torch.where(ok, f2, 1.0)).clamp(0, 1)
+            nx_, ny_ = _bez_cols(cw, tn)
+            dn = (nx_ - px).square() + (ny_ - py).square()
+            better = ok & (dn < best)
+            t = torch.where(better, tn, t)
+            qx_ = torch.where(better, nx_, qx_)
+            qy_ = torch.where(better, ny_, qy_)
+            best = torch.where(better, dn, best)
+        # -- the band's normal: from the curve to the pixel centre, or the curve's own normal
+        dist = best.sqrt()
+        fx, fy, _, _ = _bez_cols_d(cw, t)
+        tl = (fx * fx + fy * fy).sqrt()
+        far = dist > 1e-4
+        tan_ok = tl > 1e-9
+        itl = 1 / tl.clamp_min(1e-12)
+        nx = torch.where(far, (px - qx_) / dist.clamp_min(1e-12), torch.where(tan_ok, -fy * itl, 1.0))
+        ny = torch.where(far, (py - qy_) / dist.clamp_min(1e-12), torch.where(tan_ok, fx * itl, 0.0))
+
+    # -- with autograd, for the winners only: distance to the curve at the (fixed) closest t
+    cg = ctrl_t.index_select(1, wseg)
+    qx, qy = _bez_cols(cg, t)
+    ddx = px - qx
+    ddy = py - qy
+    dg = torch.sqrt(ddx * ddx + ddy * ddy + 1e-12)
+    cov = band_coverage(dg, half_w.index_select(0, wshape), nx, ny)
     pix = wpy * width + wpx
     return pix, wshape, cov
 
@@ -513,18 +569,23 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
             pix, sh, cov = st
             pix_l.append(pix)
             lay_l.append(2 * sh + 1)
-            alpha_l.append(cov * g.colours[2 * sh + 1, 3])
+            alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh + 1))
     if g.fill_segs or g.close_pairs:
         fl = _fills(g, width, height)
         if fl is not None:
             pix, sh, cov = fl
             pix_l.append(pix)
             lay_l.append(2 * sh)
-            alpha_l.append(cov * g.colours[2 * sh, 3])
-    if not pix_l:
+            alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh))
+    if pix_l and sum(int(p.shape[0]) for p in pix_l) == 0:
+        pix_l = []
+    if not pix_l:  # nothing on the canvas: a zero result, still connected to the scene's tensors
         z = torch.zeros(0, device=dev, dtype=torch.long)
-        return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt), torch.zeros(0, device=dev, dtype=dt),
-                      width, height)
+        zero = g.points.sum() * 0
+        if g.widths is not None:
+            zero = zero + g.widths.sum() * 0 + g.colours.sum() * 0
+        return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
+                      torch.ones(0, device=dev, dtype=dt), width, height, zero)
     pix = torch.cat(pix_l)
     layer = torch.cat(lay_l)
     alpha = torch.cat(alpha_l)
@@ -532,18 +593,18 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     with torch.no_grad():
         key = pix * nl + (nl - 1 - layer)  # top layer first within a pixel
         order = torch.argsort(key)
-        spix = pix[order]
+        spix = pix.index_select(0, order)
         upix, counts = torch.unique_consecutive(spix, return_counts=True)
         npx = upix.shape[0]
         depth = int(counts.max())
         grp = torch.repeat_interleave(torch.arange(npx, device=dev), counts)
         rank = torch.arange(spix.shape[0], device=dev) - (torch.cumsum(counts, 0) - counts)[grp]
         flat = grp * depth + rank
-    a = alpha[order]
-    rgb = g.colours[layer[order], :3]
+    a = alpha.index_select(0, order)
+    rgb = g.colours[:, :3].index_select(0, layer.index_select(0, order))
     padded = torch.ones(npx * depth, device=dev, dtype=dt).index_put((flat,), 1 - a)
     trans = torch.cumprod(padded.view(npx, depth), 1)
-    excl = torch.cat((torch.ones(npx, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1)[flat]
+    excl = torch.cat((torch.ones(npx, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
     contrib = (a * excl).unsqueeze(1) * rgb
     premult = torch.zeros(npx, 3, device=dev, dtype=dt).index_add(0, grp, contrib)
     return Raster(upix, premult, trans[:, -1], width, height)
