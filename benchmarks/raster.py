@@ -1,0 +1,200 @@
+"""Rasterizer speed: forward and forward+backward for CLIPDraw's random strokes, with CLIP as the yardstick.
+
+    python benchmarks/raster.py            # 16/64/256/1024 strokes at 224x224 and 512x512
+    python benchmarks/raster.py --quick    # fewer runs, 224x224 only
+    python benchmarks/raster.py --device cuda --backend native
+
+Every (size, strokes) row runs in a fresh subprocess so that its peak memory is its own: on CPU
+the growth of the process's peak resident set (ru_maxrss) over what it held before the first
+render; on CUDA the peak of torch.cuda.max_memory_allocated. Times are medians over --repeats
+runs after --warmup runs. The yardstick, measured in this same run, is one forward+backward of
+CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
+the input images) at batch 4, as CLIPDraw does per step. The loss of the render is mean(image *
+weights) so that every pixel gets a gradient.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "core"))
+
+import torch  # noqa: E402
+
+
+def random_strokes(n: int, size: int, seed: int = 0):
+    """DESIGN.md "Random init": 1-3 cubic segments, start uniform on the canvas, each next control
+    point the previous plus a uniform offset of +-0.05 of the canvas per axis; width 2; random RGBA."""
+    from clipdraw.scene import Shape, Subpath
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = []
+    for _ in range(n):
+        segments = int(torch.randint(1, 4, (), generator=g))
+        start = torch.rand(1, 2, generator=g) * size
+        steps = (torch.rand(3 * segments, 2, generator=g) * 2 - 1) * 0.05 * size
+        points = torch.cat([start, start + steps.cumsum(0)])
+        shapes.append(Shape(subpaths=[Subpath(points)], stroke_width=torch.tensor(2.0),
+                            stroke=torch.rand(4, generator=g)))
+    return shapes
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn, device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def measure_render(size: int, strokes: int, device: str, backend: str, warmup: int, repeats: int) -> dict:
+    from clipdraw.render import render
+    from clipdraw.scene import Scene
+
+    dev = torch.device(device)
+    scene = Scene(size, size, random_strokes(strokes, size)).to(dev)  # drawn at that canvas size
+    leaves = []
+    for shape in scene.shapes:
+        for sp in shape.subpaths:
+            leaves.append(sp.points.requires_grad_(True))
+        leaves += [shape.stroke_width.requires_grad_(True), shape.stroke.requires_grad_(True)]
+    weights = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1)).to(dev)
+
+    def forward():
+        render(scene, backend=backend)
+
+    def forward_backward():
+        for t in leaves:
+            t.grad = None
+        (render(scene, backend=backend) * weights).mean().backward()
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fwd = _median_ms(forward, dev, warmup, repeats)
+    fb = _median_ms(forward_backward, dev, warmup, repeats)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024  # KiB on Linux
+    return {"size": size, "strokes": strokes, "forward_ms": fwd, "forward_backward_ms": fb, "peak_mib": peak}
+
+
+def measure_clip(device: str, warmup: int, repeats: int) -> float:
+    import open_clip
+
+    dev = torch.device(device)
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
+    visual = model.visual.to(dev).eval().requires_grad_(False)
+    x = torch.rand(4, 3, 224, 224, device=dev, requires_grad=True)
+
+    def step():
+        x.grad = None
+        visual(x).sum().backward()
+
+    return _median_ms(step, dev, max(1, warmup // 2), max(3, repeats // 3))
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"CPU {cpu}", f"{os.cpu_count()} cores", f"torch {torch.__version__}",
+             f"{torch.get_num_threads()} threads"]
+    if device.startswith("cuda") and torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name(torch.device(device))}")
+    try:
+        parts.append("load average %.2f %.2f %.2f" % os.getloadavg())
+    except OSError:
+        pass
+    return ", ".join(parts)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="224x224 only, fewer runs")
+    p.add_argument("--sizes", default=None, help="comma-separated canvas sizes (default 224,512)")
+    p.add_argument("--strokes", default="16,64,256,1024", help="comma-separated stroke counts")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 15, quick 5)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="native", choices=["native", "diffvg"])
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--no-clip", action="store_true", help="skip the CLIP yardstick")
+    p.add_argument("--inline", action="store_true", help="measure in this process (peak memory is then cumulative)")
+    p.add_argument("--one", nargs=2, type=int, metavar=("SIZE", "STROKES"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (5 if args.quick else 15)
+    if args.one:
+        r = measure_render(args.one[0], args.one[1], args.device, args.backend, args.warmup, repeats)
+        print(json.dumps(r))
+        return 0
+
+    sizes = [int(s) for s in (args.sizes or ("224" if args.quick else "224,512")).split(",")]
+    counts = [int(s) for s in args.strokes.split(",")]
+    print(f"# machine: {machine(args.device)}")
+    print(f"# backend {args.backend} on {args.device}; median of {repeats} runs after {args.warmup} warm-up")
+    clip_ms = None
+    if not args.no_clip:
+        clip_ms = measure_clip(args.device, args.warmup, repeats)
+        print(f"# yardstick: CLIP ViT-B/32 image tower, batch 4, forward+backward: {clip_ms:.0f} ms")
+    mem = "peak CUDA alloc MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
+    print()
+    print(f"| size | strokes | forward ms | forward+backward ms | {mem} | fwd+bwd / CLIP |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for size in sizes:
+        for n in counts:
+            if args.inline:
+                r = measure_render(size, n, args.device, args.backend, args.warmup, repeats)
+            else:
+                cmd = [sys.executable, __file__, "--one", str(size), str(n), "--device", args.device,
+                       "--backend", args.backend, "--warmup", str(args.warmup), "--repeats", str(repeats)]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+            rows.append(r)
+            ratio = f"{r['forward_backward_ms'] / clip_ms:.3f}" if clip_ms else "-"
+            print(f"| {size} | {n} | {r['forward_ms']:.1f} | {r['forward_backward_ms']:.1f} | "
+                  f"{r['peak_mib']:.0f} | {ratio} |", flush=True)
+    target = [r for r in rows if r["size"] == 224 and r["strokes"] == 256]
+    if target and clip_ms:
+        fb = target[0]["forward_backward_ms"]
+        ok = fb <= 60 and fb <= 0.1 * clip_ms
+        print(f"\n# target (256 strokes at 224x224, 2-core CPU): fwd+bwd <= 60 ms and <= 0.1 x CLIP "
+              f"({0.1 * clip_ms:.0f} ms): {fb:.1f} ms -> {'met' if ok else 'NOT met'}")
+    print(f"# load average at the end: {'%.2f %.2f %.2f' % os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
