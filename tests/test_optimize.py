@@ -186,3 +186,15 @@ def test_trace_fits_a_synthetic_image():
     result = trace(target, paths=8, fills=4, iters=60, seed=0, callback=lambda p: losses.append(p.loss))
     final = float(l2_loss(target)(render(result.scene, w, h)).detach())
     assert final < 0.25 * losses[0], (losses[0], final)
+
+
+def test_big_canvases_render_at_a_working_size(tiny_clip):
+    """A document-sized canvas is rendered at most at twice CLIP's input; coordinates stay the canvas's."""
+    sizes = []
+    big = sketch(64)
+    big.width = big.height = 1000
+    result = draw(tiny_clip, "a cat", big, paths=2, iters=1, callback=lambda p: sizes.append(p.image.shape))
+    assert sizes == [(448, 448, 3)]
+    assert result.scene.width == 1000
+    starts = torch.stack([s.subpaths[0].points[0] for s in result.scene.shapes[3:]])
+    assert starts.max() > 64  # new strokes are spread over the whole 1000 px canvas

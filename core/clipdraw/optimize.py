@@ -101,7 +101,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
              max_width: float = 50.0, fidelity: float = 0.0, anchored: Optional[int] = None,
              lock: Sequence[str] = (), time_limit: Optional[float] = None,
              callback: Optional[Callable[[Progress], None]] = None,
-             lr: Optional[dict] = None) -> Result:
+             lr: Optional[dict] = None, render_size: Optional[tuple] = None) -> Result:
     """Optimise `scene` in place under loss_fn(render [H, W, 3]) and return the best scene seen.
 
     - fidelity: weight of fidelity * mean over the first `anchored` shapes' points (default: all)
@@ -110,6 +110,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     - time_limit: stop after this many seconds (None or 0 = no limit). The lr schedule runs on
       progress = max(iteration / iters, elapsed / time_limit), so a time-limited run still gets
       CLIPDraw's points-lr drops (x0.4 at 50%, x0.1 at 75%).
+    - render_size: (width, height) to render at, if not the scene's own (the renderer scales).
     After each step stroke widths are clamped to [1, max_width] and colours to [0, 1].
     """
     from .render import render
@@ -145,6 +146,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     best = [t.detach().clone() for t in tensors]
     best_loss = float("inf")
     bg = background_rgb(scene)
+    rw, rh = render_size or (scene.width, scene.height)
     start = time.perf_counter()
     done = 0
     for it in range(iters):
@@ -156,7 +158,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             if g["name"] == "points":
                 g["lr"] = base_lr["points"] * (1.0 if progress < 0.5 else 0.4 if progress < 0.75 else 0.1)
 
-        image = render(scene, scene.width, scene.height, background=bg)  # [H, W, 3]
+        image = render(scene, rw, rh, background=bg)  # [H, W, 3]
         loss = loss_fn(image)
         total = loss
         if pull:
@@ -226,8 +228,13 @@ def draw(clip, prompt: str = "", scene: Optional[Scene] = None, *, negatives: Se
     scene.shapes += random_strokes(paths, scene.width, scene.height, generator, device=clip.device)
     loss = ClipLoss(clip, [prompt] if prompt else [], negatives, negative_weight, augmentations,
                     image_prompts, generator)
+    # CLIP sees ~250 px of the canvas (augment shrinks bigger renders), so a big document canvas
+    # is rendered at most at twice the model's input size: same picture for CLIP, far less work.
+    cap = 2 * clip.image_size
+    k = min(1.0, cap / max(scene.width, scene.height))
+    render_size = (max(1, round(scene.width * k)), max(1, round(scene.height * k)))
     return optimize(scene, loss, iters, max_width, fidelity, anchored=given, lock=lock,
-                    time_limit=time_limit, callback=callback)
+                    time_limit=time_limit, callback=callback, render_size=render_size)
 
 
 def l2_loss(target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
