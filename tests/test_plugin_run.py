@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INKEX = Path("/usr/share/inkscape/extensions")
+INKEX = Path(os.environ.get("CLIPDRAW_TEST_INKEX", "/usr/share/inkscape/extensions"))
 sys.path[:0] = [str(ROOT / "inkscape_ext")] + ([str(INKEX)] if INKEX.is_dir() else [])
 inkex = pytest.importorskip("inkex", reason="inkex (comes with Inkscape) is needed for the plugin tests")
 from lxml import etree  # noqa: E402
