@@ -106,8 +106,7 @@ class Draw(inkex.EffectExtension):
         if opt.summary:
             message.append(summary(progress, time.time() - start, len(given), len(new)))
         if skipped:
-            message.append("Left " + skipped_text(skipped) + " alone: convert them with Path > Object to Path "
-                           "to include them.")
+            message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
         if message:
             inkex.errormsg("CLIPDraw: " + " ".join(message))
 
@@ -145,7 +144,7 @@ def summary(progress, seconds, refined, added):
         text += f" in {done} iteration{'s' * (done != 1)}"
     text += f", {seconds:.0f} s"
     if progress.get("loss") is not None:
-        text += f"; CLIP similarity {-float(progress['loss']):.3f}"
+        text += f"; loss {float(progress['loss']):.3f}"  # minus CLIP's similarity, plus penalties
     return text + "."
 
 

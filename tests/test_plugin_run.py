@@ -126,7 +126,7 @@ def test_add_strokes_go_in_a_group_above_the_selection(engine_env, tmp_path):
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path,
                             ["--id=p1", "--id=t1", "--mode=add", "--strokes=5", "--prompt=a tree", "--summary=false"] + FAST)
     assert tree is not None, message
-    assert message.strip() == "CLIPDraw: Left 1 text alone: convert them with Path > Object to Path to include them."
+    assert message.strip() == "CLIPDraw: Left 1 text alone (Path > Object to Path makes paths CLIPDraw can use)."
     layer = by_id(tree, "layer1")
     group = layer[[by_id(tree, "t1") is c for c in layer].index(True) + 1]  # right above the top-most selected
     assert group.get("{http://www.inkscape.org/namespaces/inkscape}label") == "a tree"
