@@ -30,20 +30,30 @@ from clipdraw.render import render  # noqa: E402
 from clipdraw.scene import Scene  # noqa: E402
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_time(fn, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
+DEVICE = "cpu"
+
+
 def make_scene(paths: int, size: int, seed: int = 0) -> Scene:
     scene = Scene(width=size, height=size)
-    scene.shapes = random_strokes(paths, size, size, torch.Generator().manual_seed(seed))
+    scene.shapes = random_strokes(paths, size, size, torch.Generator().manual_seed(seed), device=DEVICE)
     return scene
 
 
@@ -55,12 +65,12 @@ def leaf_tensors(scene: Scene) -> list:
 
 def clip_alone(clip, batch: torch.Tensor, autocast=None, visual=None):
     """The image tower's forward + backward to its input, as in the loop (weights frozen)."""
-    visual = visual or clip.model.visual
+    visual = clip.model.visual if visual is None else visual
     text = clip.encode_text(["a drawing of a cat"])
 
     def step():
         x = batch.detach().requires_grad_()
-        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+        with torch.autocast(DEVICE, dtype=autocast, enabled=autocast is not None):
             f = visual((x - clip.mean) / clip.std)
         f = torch.nn.functional.normalize(f.float(), dim=-1)
         (-(f @ text.T).mean()).backward()
@@ -72,6 +82,7 @@ def loop_time(scene, loss, iters: int, warmup: int) -> tuple[float, list]:
     stamps, losses = [], []
 
     def callback(p):
+        sync()
         stamps.append(time.perf_counter())
         losses.append(p.loss)
 
@@ -92,18 +103,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to compare")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     ap.add_argument("--trajectory", type=int, default=10, help="iterations of the fp32 vs bf16 loss check")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
 
     default_threads = torch.get_num_threads()
-    print(f"# CPU: {platform.processor() or platform.machine()}, {default_threads} torch threads, "
-          f"torch {torch.__version__}")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    where = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    print(f"# {where}; CPU {cpu}, {default_threads} torch threads, torch {torch.__version__}")
     print(f"# {args.paths} strokes at {args.size}x{args.size}, {args.model}, "
           f"{args.augmentations} augmentations\n")
-    clip = load_clip(args.model, args.pretrained, "cpu")
+    clip = load_clip(args.model, args.pretrained, DEVICE)
     g = torch.Generator().manual_seed(0)
     scene = make_scene(args.paths, args.size)
     leaves = leaf_tensors(scene)
-    image = render(scene, args.size, args.size).detach()
+    image = render(scene, args.size, args.size).detach()  # [H, W, 3] on DEVICE
     batch = augment(image, args.augmentations, clip.image_size, g).detach()
 
     def render_step():
@@ -171,6 +187,8 @@ def main() -> None:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak memory (max RSS): {peak:.0f} MiB")
+    if DEVICE == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     print(f"\nhow long a drawing takes here: {t_full:.2f} s per iteration -> 1000 iterations "
           f"(CLIPDraw's full run) in {1000 * t_full / 60:.1f} min; a 60 s budget does "
           f"{int(60 / t_full)} iterations")
