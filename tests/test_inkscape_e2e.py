@@ -87,8 +87,8 @@ def windows(env):
     return out
 
 
-def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, limit=240):
-    """Run Inkscape headless on `display`; returns (exported tree, [screenshots of messages shown])."""
+def start_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None):
+    """Start Inkscape headless on `display` (parameters through preferences.xml); (process, env, out)."""
     src = tmp_path / "in.svg"
     src.write_text(DOC, encoding="utf-8")
     out = tmp_path / "out.svg"
@@ -103,6 +103,12 @@ def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, lim
     proc = subprocess.Popen(
         ["inkscape", "--batch-process", f"--actions={actions};export-filename:{out};export-do", str(src)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, env, out
+
+
+def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, limit=240):
+    """Run Inkscape headless on `display`; returns (exported tree, [screenshots of messages shown])."""
+    proc, env, out = start_inkscape(display, profile, tmp_path, actions, prefs, env_extra)
     shots = []
     deadline = time.time() + limit
     try:
@@ -177,3 +183,45 @@ def drawing(tree):
     for view in tree.xpath("//*[local-name()='namedview']"):
         view.getparent().remove(view)
     return etree.tostring(tree)
+
+
+def plugin_processes(profile):
+    """Pids of the plugin and engine processes started for this profile (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            env = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"clipdraw" in cmd and f"INKSCAPE_PROFILE_DIR={profile}".encode() in env.split(b"\0") and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_inkscape_gone_mid_run_takes_plugin_and_engine_along(display, profile, tmp_path, tiny_model):
+    """Inkscape's Cancel does not kill the plugin; it stops reading its pipes, as Inkscape dying does.
+    Either way the plugin must stop and take the engine with it."""
+    model = {"CLIPDRAW_MODEL": tiny_model[0], "CLIPDRAW_PRETRAINED": tiny_model[1]}
+    proc, env, out = start_inkscape(display, profile, tmp_path, "select-by-id:p1;org.clipdraw.draw.noprefs",
+                                    dict(FAST, iterations=100000, time_limit=0, summary="false"), model)
+    try:
+        deadline = time.time() + 120
+        while len(plugin_processes(profile)) < 2:  # the plugin and its engine
+            assert proc.poll() is None and time.time() < deadline, "the engine never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 20
+        while plugin_processes(profile):
+            assert time.time() < deadline, f"left behind: {plugin_processes(profile)}"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in plugin_processes(profile):
+            os.kill(pid, signal.SIGKILL)
