@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 INKEX = Path(os.environ.get("CLIPDRAW_TEST_INKEX", "/usr/share/inkscape/extensions"))  # Inkscape's own inkex: the one the plugin runs under
 sys.path[:0] = [str(ROOT / "inkscape_ext")] + ([str(INKEX)] if INKEX.is_dir() else [])
-inkex = pytest.importorskip("inkex", reason="inkex (comes with Inkscape) is needed for the plugin tests")
+if not (INKEX / "inkex").is_dir():
+    pytest.skip("Inkscape's inkex is not installed (apt-get install inkscape)", allow_module_level=True)
+import inkex  # noqa: E402  (needs lxml and cssselect in this Python: they are test requirements)
 from lxml import etree  # noqa: E402
 
 import clipdraw_scene as cs  # noqa: E402
