@@ -24,13 +24,16 @@ class InstallError(Exception):
 
 
 def plugin_source(source=None) -> Path:
-    """The folder holding clipdraw.inx and inkscape_ext/: --source, else the clone we run from."""
-    root = Path(source) if source else Path(__file__).resolve().parents[2]
-    if not (root / "clipdraw.inx").is_file() or not (root / "inkscape_ext").is_dir():
-        raise InstallError(
-            f"cannot find clipdraw.inx and inkscape_ext/ in {root}: install the engine from a clone "
-            f"(pip install -e .) or pass --source with the clone's folder")
-    return root
+    """The folder holding clipdraw.inx and inkscape_ext/: --source, else the clone this engine runs
+    from (pip install -e .), else where a wheel's data files land (<prefix>/share/clipdraw-inkscape)."""
+    candidates = [Path(source)] if source else [Path(__file__).resolve().parents[2],
+                                                Path(sys.prefix) / "share" / "clipdraw-inkscape"]
+    for root in candidates:
+        if (root / "clipdraw.inx").is_file() and (root / "inkscape_ext").is_dir():
+            return root
+    raise InstallError(
+        f"cannot find clipdraw.inx and inkscape_ext/ in {' or '.join(map(str, candidates))}: install the "
+        f"engine from a clone (pip install -e .) or pass --source with the clone's folder")
 
 
 def extensions_folder(explicit=None) -> Path:
