@@ -5,8 +5,8 @@
     python benchmarks/raster.py --device cuda --backend native
 
 Every (size, strokes) row runs in a fresh subprocess so that its peak memory is its own: on CPU
-the growth of the process's peak resident set (ru_maxrss) over what it held before the first
-render; on CUDA the peak of torch.cuda.max_memory_allocated. Times are medians over --repeats
+the growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs)
+over what it held before the first render; on CUDA the peak of torch.cuda.max_memory_allocated. Times are medians over --repeats
 runs after --warmup runs. The yardstick, measured in this same run, is one forward+backward of
 CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
 the input images) at batch 4, as CLIPDraw does per step. The loss of the render is mean(image *
@@ -66,6 +66,38 @@ def _median_ms(fn, device, warmup: int, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def _proc_status_kib(field: str):
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _rss_baseline() -> int:
+    """Bytes resident now, with the peak reset to it where Linux allows (VmHWM via clear_refs).
+    ru_maxrss is no use here: Linux carries it over from the parent across fork and exec."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    now = _proc_status_kib("VmRSS")
+    if now is not None:
+        return now * 1024
+    return _rss_peak()
+
+
+def _rss_peak() -> int:
+    """Peak resident bytes: VmHWM on Linux, else ru_maxrss (KiB on Linux, bytes on macOS)."""
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
 def measure_render(size: int, strokes: int, device: str, backend: str, warmup: int, repeats: int) -> dict:
     from clipdraw.render import render
     from clipdraw.scene import Scene
@@ -91,13 +123,13 @@ def measure_render(size: int, strokes: int, device: str, backend: str, warmup: i
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = _rss_baseline()
     fwd = _median_ms(forward, dev, warmup, repeats)
     fb = _median_ms(forward_backward, dev, warmup, repeats)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024  # KiB on Linux
+        peak = (_rss_peak() - base) / 2**20
     return {"size": size, "strokes": strokes, "forward_ms": fwd, "forward_backward_ms": fb, "peak_mib": peak}
 
 

@@ -194,7 +194,7 @@ def _edge_cdf(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     along a unit normal with absolute components a >= b (the CDF of a trapezoidal profile)."""
     h = 0.5 * (a + b)
     g = 0.5 * (a - b)
-    v = torch.minimum(torch.maximum(u, -h), h)
+    v = torch.clamp(u, -h, h)  # clamp, not max/min: those split the gradient at ties
     ab2 = 2 * a * b.clamp_min(1e-6)
     lo = (v + h).square() / ab2
     hi = 1 - (h - v).square() / ab2
@@ -245,11 +245,24 @@ def _bez_cols_d(c, t):
     return fx, fy, sx, sy
 
 
+def _divmod(num: torch.Tensor, den: torch.Tensor):
+    """Exact floor division of non-negative int64 tensors (den >= 1), without the slow integer
+    division kernels: a float32 estimate, then one correction step (it is off by at most 1)."""
+    q = torch.floor((num.float() + 0.5) / den.float()).long()
+    r = num - q * den
+    low = r < 0
+    q = q - low.long()
+    r = r + den * low.long()
+    high = r >= den
+    q = q + high.long()
+    r = r - den * high.long()
+    return q, r
+
+
 def _strokes(g: _Gathered, width: int, height: int):
     """(flat pixel, shape, coverage) entries of every stroke."""
     dev = g.points.device
     dt = g.points.dtype
-    f64 = torch.float64
     ctrl_idx = torch.tensor([g.seg_ctrl[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
     seg_shape = torch.tensor([g.seg_shape[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
     nseg = ctrl_idx.shape[0]
@@ -296,10 +309,10 @@ def _strokes(g: _Gathered, width: int, height: int):
         by1 = torch.full((ns,), -inf, device=dev, dtype=dt).scatter_reduce(
             0, cshape, torch.where(has, hiy, -inf), "amax")
         some = torch.isfinite(bx0)
-        bx0 = torch.where(some, bx0, 0.0)
-        by0 = torch.where(some, by0, 0.0)
-        bw = torch.where(some, bx1 - bx0 + 1, 0.0).to(f64)
-        bh = torch.where(some, by1 - by0 + 1, 0.0).to(f64)
+        bx0 = torch.where(some, bx0, 0.0).long()
+        by0 = torch.where(some, by0, 0.0).long()
+        bw = torch.where(some, bx1 + 1, 0.0).long() - bx0
+        bh = torch.where(some, by1 + 1, 0.0).long() - by0
         area = bw * bh
         off = torch.cumsum(area, 0) - area
         total = int(area.sum())
@@ -307,33 +320,32 @@ def _strokes(g: _Gathered, width: int, height: int):
         if total == 0 or npairs == 0:
             return None
         # per chord: where its box starts in the buffer, and the box's corner relative to the chord
+        loxl, loyl = lox.long(), loy.long()
         bw_c = bw.index_select(0, cshape)
-        base = (off.index_select(0, cshape) + (loy - by0.index_select(0, cshape)).to(f64) * bw_c
-                + (lox - bx0.index_select(0, cshape)).to(f64))
-        start = (torch.cumsum(count, 0) - count).to(f64)
+        base = (off.index_select(0, cshape) + (loyl - by0.index_select(0, cshape)) * bw_c
+                + (loxl - bx0.index_select(0, cshape)))
+        start = torch.cumsum(count, 0) - count
         dx = bx - ax
         dy = by - ay
         inv_ll = 1.0 / (dx * dx + dy * dy).clamp_min(1e-12)
-        tab64 = torch.stack((start, ex.to(f64), base, bw_c))
-        tab32 = torch.stack((lox + 0.5 - ax, loy + 0.5 - ay, dx, dy, inv_ll, reach * reach))
+        tabi = torch.stack((start, ex.long(), base, bw_c))
+        tabf = torch.stack((lox + 0.5 - ax, loy + 0.5 - ay, dx, dy, inv_ll, reach * reach))
 
         # -- (chord, pixel) pairs: squared distance from the pixel centre to the chord
         pc = torch.repeat_interleave(torch.arange(nch, device=dev), count, output_size=npairs)
-        p64 = tab64.index_select(1, pc)
-        p32 = tab32.index_select(1, pc)
-        local = torch.arange(npairs, device=dev, dtype=f64) - p64[0]
-        row = torch.floor((local + 0.5) / p64[1])
-        col = local - row * p64[1]
-        slot = (p64[2] + row * p64[3] + col).long()
-        qx = p32[0] + col.to(dt)
-        qy = p32[1] + row.to(dt)
-        pdx, pdy = p32[2], p32[3]
-        u = ((qx * pdx + qy * pdy) * p32[4]).clamp(0, 1)
+        pi = tabi.index_select(1, pc)
+        pf = tabf.index_select(1, pc)
+        row, col = _divmod(torch.arange(npairs, device=dev) - pi[0], pi[1])
+        slot = pi[2] + row * pi[3] + col
+        qx = pf[0] + col.to(dt)
+        qy = pf[1] + row.to(dt)
+        pdx, pdy = pf[2], pf[3]
+        u = ((qx * pdx + qy * pdy) * pf[4]).clamp(0, 1)
         rx = qx - u * pdx
         ry = qy - u * pdy
         d2 = rx * rx + ry * ry
         big = torch.iinfo(torch.long).max
-        key = torch.where(d2 < p32[5], (d2.view(torch.int32).long() << 32) | pc, big)
+        key = torch.where(d2 < pf[5], (d2.view(torch.int32).long() << 32) | pc, big)
         buf = torch.full((total,), big, device=dev, dtype=torch.long)
         buf.scatter_reduce_(0, slot, key, "amin")
 
@@ -341,12 +353,10 @@ def _strokes(g: _Gathered, width: int, height: int):
         wslot = torch.nonzero(buf != big).squeeze(1)
         wchord = buf.index_select(0, wslot) & 0xFFFFFFFF
         wshape = cshape.index_select(0, wchord)
-        sh64 = torch.stack((off, bw, bx0.to(f64), by0.to(f64))).index_select(1, wshape)
-        rel = wslot.to(f64) - sh64[0]
-        wrow = torch.floor((rel + 0.5) / sh64[1])
-        wcol = rel - wrow * sh64[1]
-        wpx = (sh64[2] + wcol).long()
-        wpy = (sh64[3] + wrow).long()
+        si = torch.stack((off, bw, bx0, by0)).index_select(1, wshape)
+        wrow, wcol = _divmod(wslot - si[0], si[1])
+        wpx = si[2] + wcol
+        wpy = si[3] + wrow
         px = wpx.to(dt) + 0.5
         py = wpy.to(dt) + 0.5
         wt = torch.stack((ax, ay, dx, dy, inv_ll, t0, t1)).index_select(1, wchord)
@@ -371,25 +381,62 @@ def _strokes(g: _Gathered, width: int, height: int):
             qx_ = torch.where(better, nx_, qx_)
             qy_ = torch.where(better, ny_, qy_)
             best = torch.where(better, dn, best)
-        # -- the band's normal: from the curve to the pixel centre, or the curve's own normal
+        # -- where the nearest point is inside the curve (the pixel square to it) the band's normal
+        # is the curve's; at an end or a corner (a cap, a round join, a dot) it points from there
+        # to the pixel
+        fx, fy, sx, sy = _bez_cols_d(cw, t)
+        rx_, ry_ = qx_ - px, qy_ - py
+        tl2 = fx * fx + fy * fy
         dist = best.sqrt()
-        fx, fy, _, _ = _bez_cols_d(cw, t)
-        tl = (fx * fx + fy * fy).sqrt()
-        far = dist > 1e-4
-        tan_ok = tl > 1e-9
-        itl = 1 / tl.clamp_min(1e-12)
-        nx = torch.where(far, (px - qx_) / dist.clamp_min(1e-12), torch.where(tan_ok, -fy * itl, 1.0))
-        ny = torch.where(far, (py - qy_) / dist.clamp_min(1e-12), torch.where(tan_ok, fx * itl, 0.0))
+        along = (rx_ * fx + ry_ * fy).abs()
+        at_end = (t <= 0) | (t >= 1)
+        radial = (tl2 <= 1e-18) | (at_end & (along > 1e-3 * dist * tl2.sqrt()))
+        radial = radial & (dist > 1e-3)
+        f2 = tl2 + rx_ * sx + ry_ * sy
+        inner = ~radial & (t > 0) & (t < 1) & (f2 > 1e-9)
+        inv_f2 = torch.where(inner, 1 / torch.where(inner, f2, 1.0), 0.0)
+        # Bernstein weights of B and B' at t, for the autograd pass below
+        mt = 1 - t
+        wb = (mt * mt * mt, 3 * mt * mt * t, 3 * mt * t * t, t * t * t)
+        wd = (-3 * mt * mt, 3 * mt * (1 - 3 * t), 3 * t * (2 - 3 * t), 3 * t * t)
 
-    # -- with autograd, for the winners only: distance to the curve at the (fixed) closest t
+    # -- with autograd, for the winners only. The closest parameter t* moves with the curve:
+    # implicit differentiation of f'(t) = (B(t) - p) . B'(t) = 0 gives dt* = -df' / f''. `dt` is
+    # that (value 0, gradient dt*); to first order B(t* + dt) = B(t) + B'(t) dt, likewise B'.
     cg = ctrl_t.index_select(1, wseg)
-    qx, qy = _bez_cols(cg, t)
+    qx = wb[0] * cg[0] + wb[1] * cg[2] + wb[2] * cg[4] + wb[3] * cg[6]
+    qy = wb[0] * cg[1] + wb[1] * cg[3] + wb[2] * cg[5] + wb[3] * cg[7]
+    gx = wd[0] * cg[0] + wd[1] * cg[2] + wd[2] * cg[4] + wd[3] * cg[6]
+    gy = wd[0] * cg[1] + wd[1] * cg[3] + wd[2] * cg[5] + wd[3] * cg[7]
+    f1 = (qx - px) * gx + (qy - py) * gy
+    dt_ = (f1.detach() - f1) * inv_f2
+    qx = qx + fx * dt_
+    qy = qy + fy * dt_
+    gx = gx + sx * dt_
+    gy = gy + sy * dt_
     ddx = px - qx
     ddy = py - qy
     dg = torch.sqrt(ddx * ddx + ddy * ddy + 1e-12)
+    # the band's orientation moves with the geometry too: it shapes the pixel's profile
+    inv_d = 1 / torch.where(radial, dg, 1.0)
+    inv_t = torch.rsqrt(torch.where(radial, 1.0, gx * gx + gy * gy).clamp_min(1e-24))
+    nx = torch.where(radial, ddx * inv_d, -gy * inv_t)
+    ny = torch.where(radial, ddy * inv_d, gx * inv_t)
+    # a zero-length segment with the pixel centre on it: any direction will do
+    flat = ~radial & (tl2 <= 1e-18)
+    nx = torch.where(flat, 1.0, nx)
+    ny = torch.where(flat, 0.0, ny)
     cov = band_coverage(dg, half_w.index_select(0, wshape), nx, ny)
     pix = wpy * width + wpx
     return pix, wshape, cov
+
+
+def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
+    """x limited to the pixel span [lo, hi), with the one-sided derivative of that convention
+    exactly on the bounds: a value on `lo` is inside (moves with x), one on `hi` belongs to the
+    next span (stays). torch.clamp and max/min halve or drop the gradient there, and points on
+    pixel edges (integer coordinates, as an editor draws them) are common."""
+    return torch.where(x < lo, lo, torch.where(x >= hi, hi, x))
 
 
 # ---- fills --------------------------------------------------------------------------------
@@ -432,9 +479,11 @@ def _fills(g: _Gathered, width: int, height: int):
         finite = torch.isfinite(smin).all(1)
         smin = torch.where(finite.unsqueeze(1), smin, torch.zeros_like(smin))
         smax = torch.where(finite.unsqueeze(1), smax, torch.full_like(smax, -1))
+        # pixel (column, row) j covers [j, j+1): the box spans floor(min) .. floor(max); a point
+        # exactly on a pixel edge belongs to the pixel after it (that is how its one-sided
+        # derivative is taken, consistently, in the pieces below)
         b0 = torch.floor(smin).clamp(min=torch.zeros_like(lim), max=lim)
-        b1 = (torch.ceil(smax) - 1).clamp(max=lim)
-        b1 = torch.maximum(b1, torch.floor(smax).clamp(max=lim))  # zero-height: one row
+        b1 = torch.floor(smax).clamp(max=lim)
         ext = (b1 - b0 + 1).clamp_min(0).long()
         ext = torch.where((smax < 0).any(1, keepdim=True) | (smin > lim + 1).any(1, keepdim=True),
                           torch.zeros_like(ext), ext)
@@ -455,7 +504,7 @@ def _fills(g: _Gathered, width: int, height: int):
         sy0 = b0[cshape, 1]
         sy1 = sy0 + bh[cshape] - 1
         r0 = torch.maximum(torch.floor(ylo).long(), sy0)
-        r1 = torch.minimum(torch.maximum(torch.ceil(yhi).long() - 1, torch.floor(ylo).long()), sy1)
+        r1 = torch.minimum(torch.floor(yhi).long(), sy1)
         nrow = (r1 - r0 + 1).clamp_min(0)
         pch = torch.repeat_interleave(torch.arange(nrow.shape[0], device=dev), nrow)
         if pch.numel() == 0:
@@ -466,55 +515,48 @@ def _fills(g: _Gathered, width: int, height: int):
     # piece of chord inside the row strip [row, row + 1] (autograd)
     ax_, ay_ = a[pch, 0], a[pch, 1]
     bx_, by_ = b[pch, 0], b[pch, 1]
-    ys = torch.minimum(torch.maximum(ay_, rowf), rowf + 1)
-    ye = torch.minimum(torch.maximum(by_, rowf), rowf + 1)
+    ys = _clip(ay_, rowf, rowf + 1)
+    ye = _clip(by_, rowf, rowf + 1)
     dyc = by_ - ay_
     with torch.no_grad():
         steep = dyc.abs() > 1e-12
-    slope = (bx_ - ax_) / torch.where(steep, dyc, torch.ones_like(dyc))
-    xs = torch.where(ys == ay_, ax_, ax_ + (ys - ay_) * slope)
-    xe = torch.where(ye == by_, bx_, ax_ + (ye - ay_) * slope)
+    slope = (bx_ - ax_) / torch.where(steep, dyc, 1.0)
+    xs = torch.where(steep, ax_ + (ys - ay_) * slope, ax_)
+    xe = torch.where(steep, ax_ + (ye - ay_) * slope, bx_)
 
+    # ... and of that piece inside each pixel cell [col, col + 1] it crosses. Cell X0 - 1 stands
+    # for everything left of the box (all of it lies left of every pixel: its whole cover goes
+    # to the first column); what lies right of the box is dropped.
     with torch.no_grad():
         psh = cshape[pch]
         X0 = b0[psh, 0]
         X1 = X0 + bw[psh] - 1
         xs_d, xe_d = xs.detach(), xe.detach()
-        xmin = torch.minimum(xs_d, xe_d)
-        xmax = torch.maximum(xs_d, xe_d)
-        c0 = torch.floor(xmin).long().clamp(min=X0 - 1, max=X1)
-        c1 = torch.maximum(torch.ceil(xmax).long() - 1, torch.floor(xmin).long()).clamp(min=X0 - 1, max=X1)
-        c1 = torch.maximum(c1, c0)
+        c0 = torch.floor(torch.minimum(xs_d, xe_d)).long().clamp(min=X0 - 1, max=X1)
+        c1 = torch.floor(torch.maximum(xs_d, xe_d)).long().clamp(min=X0 - 1, max=X1)
         ncell = c1 - c0 + 1
         pp = torch.repeat_interleave(torch.arange(ncell.shape[0], device=dev), ncell)
         col = c0[pp] + torch.arange(pp.shape[0], device=dev) - (torch.cumsum(ncell, 0) - ncell)[pp]
-        first = col == c0[pp]
-        last = col == c1[pp]
+        X0p = X0[pp]
+        left = col < X0p
         colf = col.to(dt)
-        lo_x = torch.where(first, torch.full_like(colf, -_BIG), colf)
-        hi_x = torch.where(last, torch.full_like(colf, _BIG), colf + 1)
-        jeff = torch.maximum(col, X0[pp])
+        lo_x = torch.where(left, -_BIG, colf)
+        hi_x = colf + 1
+        jeff = torch.maximum(col, X0p)
         jf = jeff.to(dt)
-        single = (ncell == 1)[pp]
 
     sx_, ex_ = xs[pp], xe[pp]
     sy_, ey_ = ys[pp], ye[pp]
     ddx = ex_ - sx_
     with torch.no_grad():
-        flat = single | (ddx.detach().abs() < 1e-12)
-    den = torch.where(flat, torch.ones_like(ddx), ddx)
-    ua = ((lo_x - sx_) / den)
-    ub = ((hi_x - sx_) / den)
-    u0 = torch.where(flat, torch.zeros_like(ua), torch.minimum(ua, ub).clamp(0, 1))
-    u1 = torch.where(flat, torch.ones_like(ub), torch.maximum(ua, ub).clamp(0, 1))
-    xa = sx_ + u0 * ddx
-    xb = sx_ + u1 * ddx
-    ya = sy_ + u0 * (ey_ - sy_)
-    yb = sy_ + u1 * (ey_ - sy_)
-    xa = torch.minimum(torch.maximum(xa, jf), jf + 1)
-    xb = torch.minimum(torch.maximum(xb, jf), jf + 1)
+        vertical = ddx.abs() < 1e-12
+    k = (ey_ - sy_) / torch.where(vertical, 1.0, ddx)
+    xa = _clip(sx_, lo_x, hi_x)
+    xb = _clip(ex_, lo_x, hi_x)
+    ya = torch.where(vertical, sy_, sy_ + (xa - sx_) * k)
+    yb = torch.where(vertical, ey_, sy_ + (xb - sx_) * k)
     dy = yb - ya
-    frac = 0.5 * (xa + xb) - jf  # in [0, 1]
+    frac = torch.where(left, 0.0, 0.5 * (xa + xb) - jf)  # in [0, 1]
     right = dy * (1 - frac)  # into cell jeff
     spill = dy * frac  # into cell jeff + 1 (and, by the running sum, all cells to its right)
 
@@ -532,7 +574,8 @@ def _fills(g: _Gathered, width: int, height: int):
         rloc = torch.arange(nrows_total, device=dev) - (torch.cumsum(bh, 0) - bh)[rshape]
         row_start = off[rshape] + rloc * accw[rshape]  # [R]
         row_len = accw[rshape]
-    cs = torch.cumsum(acc.to(torch.float64), 0)
+    # float64 for the running sum where the device has it (MPS has no float64)
+    cs = torch.cumsum(acc.to(torch.float32 if dev.type == "mps" else torch.float64), 0)
     before = torch.where(row_start > 0, cs[(row_start - 1).clamp_min(0)], 0.0)
     with torch.no_grad():
         slot_row = torch.repeat_interleave(torch.arange(nrows_total, device=dev), row_len)
