@@ -123,27 +123,48 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     anchored = len(scene.shapes) if anchored is None else anchored
     time_limit = time_limit or None
 
-    points = [sp.points for s in scene.shapes for sp in s.subpaths]
-    widths = [s.stroke_width for s in scene.shapes if s.stroke is not None]
-    colors = [c for s in scene.shapes for c in (s.stroke, s.fill) if c is not None]
-    groups = {"points": points, "widths": widths, "colors": colors}
-    for name, tensors in groups.items():
-        for t in tensors:
-            t.requires_grad_(name not in lock)
+    # Adam, the clamps and the best-so-far copy work on three packed tensors, not on hundreds of
+    # small ones (that per-tensor overhead cost more than the augmentations). Each iteration the
+    # scene's tensors are rebound to views of them: one split/unbind whose backward is one cat.
+    subpaths = [sp for sh in scene.shapes for sp in sh.subpaths]
+    stroked = [sh for sh in scene.shapes if sh.stroke is not None]
+    paints = [(sh, attr) for sh in scene.shapes for attr in ("stroke", "fill") if getattr(sh, attr) is not None]
+    device = scene.device
+    sizes = [sp.points.shape[0] for sp in subpaths]
+    packed = {
+        "points": torch.cat([sp.points.detach() for sp in subpaths]) if subpaths
+        else torch.zeros(0, 2, device=device),  # [P, 2]
+        "widths": torch.stack([sh.stroke_width.detach() for sh in stroked]) if stroked
+        else torch.zeros(0, device=device),  # [S]
+        "colors": torch.stack([getattr(sh, attr).detach() for sh, attr in paints]) if paints
+        else torch.zeros(0, 4, device=device),  # [C, 4]
+    }
+    for name, t in packed.items():
+        t.requires_grad_(name not in lock and t.numel() > 0)
+
+    def assign(points, widths, colors) -> None:
+        for sp, p in zip(subpaths, points):
+            sp.points = p
+        for sh, w in zip(stroked, widths):
+            sh.stroke_width = w
+        for (sh, attr), c in zip(paints, colors):
+            setattr(sh, attr, c)
+
+    def bind(points, widths, colors) -> None:  # [P, 2], [S], [C, 4] -> the scene's tensors
+        assign(points.split(sizes), widths.unbind(0), colors.unbind(0))
+
     # CLIPDraw's rates are for a 224 canvas: points move in proportion to the canvas.
     base_lr = {"points": lr["points"] * size / 224, "widths": lr["widths"], "colors": lr["colors"]}
-    param_groups = [{"params": t, "lr": base_lr[k], "name": k}
-                    for k, t in groups.items() if t and k not in lock]
+    param_groups = [{"params": [t], "lr": base_lr[k], "name": k}
+                    for k, t in packed.items() if t.requires_grad]
     opt = torch.optim.Adam(param_groups) if param_groups else None
 
-    anchor_pts = [sp.points for s in scene.shapes[:anchored] for sp in s.subpaths]
-    pull = fidelity > 0 and "points" not in lock and anchor_pts
-    if pull:
-        anchor0 = torch.cat([p.detach() for p in anchor_pts]).clone()  # [P, 2]
-        pull_scale = 1.0 / (FIDELITY_SCALE * size) ** 2
+    n_anchor = sum(sp.points.shape[0] for sh in scene.shapes[:anchored] for sp in sh.subpaths)
+    pull = fidelity > 0 and packed["points"].requires_grad and n_anchor > 0
+    anchor0 = packed["points"][:n_anchor].detach().clone()  # [A, 2]: given shapes come first
+    pull_scale = 1.0 / (FIDELITY_SCALE * size) ** 2
 
-    tensors = points + widths + colors
-    best = [t.detach().clone() for t in tensors]
+    best = {k: t.detach().clone() for k, t in packed.items()}
     best_loss = float("inf")
     bg = background_rgb(scene)
     rw, rh = render_size or (scene.width, scene.height)
@@ -158,27 +179,26 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             if g["name"] == "points":
                 g["lr"] = base_lr["points"] * (1.0 if progress < 0.5 else 0.4 if progress < 0.75 else 0.1)
 
+        bind(packed["points"], packed["widths"], packed["colors"])
         image = render(scene, rw, rh, background=bg)  # [H, W, 3]
         loss = loss_fn(image)
         total = loss
         if pull:
-            drift = torch.cat(anchor_pts) - anchor0
+            drift = packed["points"][:n_anchor] - anchor0  # [A, 2]
             total = total + fidelity * pull_scale * drift.square().sum(-1).mean()
         value = float(total.detach())
         if value < best_loss:  # these are the parameters that produced this loss
             best_loss = value
-            best = [t.detach().clone() for t in tensors]
+            best = {k: t.detach().clone() for k, t in packed.items()}
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             with torch.no_grad():
                 if "widths" not in lock:
-                    for w in widths:
-                        w.clamp_(1.0, max_width)
+                    packed["widths"].clamp_(1.0, max_width)
                 if "colors" not in lock:
-                    for c in colors:
-                        c.clamp_(0.0, 1.0)
+                    packed["colors"].clamp_(0.0, 1.0)
         done = it + 1
         if callback is not None:
             callback(Progress(done, iters, value, best_loss, time.perf_counter() - start, time_limit,
@@ -187,10 +207,9 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     elapsed = time.perf_counter() - start
     if done == 0:  # a zero time budget: nothing was scored, return the scene as given
         best_loss = float("nan")
-    with torch.no_grad():
-        for t, b in zip(tensors, best):
-            t.requires_grad_(False)
-            t.copy_(b)
+    # The scene gets plain tensors of its own again (clones, so that nothing aliases the packs).
+    assign([t.clone() for t in best["points"].split(sizes)], [t.clone() for t in best["widths"].unbind(0)],
+           [t.clone() for t in best["colors"].unbind(0)])
     return Result(scene=scene, loss=best_loss, iterations=done, elapsed=elapsed)
 
 
