@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..scene import Scene
@@ -62,73 +63,90 @@ class Raster:
 @dataclass
 class _Gathered:
     points: torch.Tensor  # float [Np, 2], scaled to the output size, autograd-connected
-    seg_ctrl: list  # rows of 4 point indices per segment
-    seg_shape: list
-    stroke_shapes: list  # shape index per shape that has a stroke
-    close_pairs: list  # (last, first, shape) point indices for implicit closing of open fills
-    fill_segs: list  # segment indices that belong to filled shapes
-    stroke_segs: list  # segment indices that belong to stroked shapes
-    widths: Optional[torch.Tensor]  # float [S] full stroke widths (scaled); None when no stroke
+    stroke_ctrl: torch.Tensor  # long [Ss, 4]: point indices of the segments of stroked shapes
+    stroke_seg_shape: torch.Tensor  # long [Ss]
+    fill_ctrl: torch.Tensor  # long [Sf, 4]: the same for filled shapes
+    fill_seg_shape: torch.Tensor  # long [Sf]
+    close_pairs: torch.Tensor  # long [C, 3]: (last, first, shape) closing chords of open fills
+    widths: torch.Tensor  # float [S] full stroke widths (scaled), autograd
     colours: torch.Tensor  # float [2S, 4]: layer 2s = fill of shape s, 2s+1 = stroke
-    fill_rule_evenodd: list  # bool per shape
+    evenodd: torch.Tensor  # bool [S]
+    num_shapes: int
+
+
+def _segment_table(sizes: np.ndarray, closed: np.ndarray, bases: np.ndarray):
+    """Point indices [S, 4] of the cubic segments of subpaths with `sizes` points starting at
+    `bases`, and the subpath of each segment. A one-point subpath is a zero-length segment."""
+    nseg = np.where(sizes == 1, 1, np.where(closed, sizes // 3, (sizes - 1) // 3))
+    sub = np.repeat(np.arange(len(sizes)), nseg)
+    first = np.cumsum(nseg) - nseg
+    i = np.arange(len(sub)) - first[sub]
+    k = sizes[sub]
+    base = bases[sub]
+    local = 3 * i[:, None] + np.arange(4)[None, :]
+    local = np.where(k[:, None] == 1, 0, local)
+    local = np.where(closed[sub][:, None], local % np.maximum(k, 1)[:, None], local)
+    return base[:, None] + local, sub
 
 
 def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     sx = width / scene.width
     sy = height / scene.height
-    pts, seg_ctrl, seg_shape = [], [], []
-    close_pairs, fill_segs, stroke_segs, stroke_shapes = [], [], [], []
-    widths, colours, evenodd = [], [], []
-    zero4 = torch.zeros(4, device=device, dtype=dtype)
-    base = 0
+    pts, sizes, closed, sub_shape = [], [], [], []
+    stroked, filled, widths, evenodd = [], [], [], []
     for si, shape in enumerate(scene.shapes):
-        has_fill = shape.fill is not None
-        has_stroke = shape.stroke is not None
-        colours.append(shape.fill if has_fill else zero4)
-        colours.append(shape.stroke if has_stroke else zero4)
+        stroked.append(shape.stroke is not None)
+        filled.append(shape.fill is not None)
         widths.append(shape.stroke_width)
         evenodd.append(shape.fill_rule == "evenodd")
-        if has_stroke:
-            stroke_shapes.append(si)
         for sp in shape.subpaths:
-            k = int(sp.points.shape[0])
-            if k == 0:
-                continue
-            pts.append(sp.points)
-            first = len(seg_ctrl)
-            if k == 1:  # a dot: one zero-length segment (draws a round cap when stroked)
-                seg_ctrl.append((base, base, base, base))
-                seg_shape.append(si)
-                if has_stroke:
-                    stroke_segs.append(first)
-            else:
-                if sp.closed:
-                    n = k // 3
-                    seg_ctrl.extend((base + 3 * i, base + 3 * i + 1, base + 3 * i + 2,
-                                     base + (3 * i + 3) % k) for i in range(n))
-                else:
-                    n = (k - 1) // 3
-                    seg_ctrl.extend((base + 3 * i, base + 3 * i + 1, base + 3 * i + 2,
-                                     base + 3 * i + 3) for i in range(n))
-                seg_shape.extend([si] * n)
-                if has_fill:
-                    fill_segs.extend(range(first, first + n))
-                    if not sp.closed:
-                        close_pairs.append((base + k - 1, base, si))
-                if has_stroke:
-                    stroke_segs.extend(range(first, first + n))
-            base += k
+            k = sp.points.shape[0]
+            if k:
+                pts.append(sp.points)
+                sizes.append(k)
+                closed.append(sp.closed)
+                sub_shape.append(si)
+    ns = len(scene.shapes)
+    long = dict(device=device, dtype=torch.long)
     if pts:
-        points = torch.cat(pts).to(dtype)
-        scale = torch.tensor([sx, sy], device=points.device, dtype=dtype)
-        points = points * scale
+        points = (torch.cat(pts) if len(pts) > 1 else pts[0]).to(dtype)
+        points = points * torch.tensor([sx, sy], device=points.device, dtype=dtype)
     else:
         points = torch.zeros(0, 2, device=device, dtype=dtype)
+    sizes_a = np.asarray(sizes, dtype=np.int64)
+    closed_a = np.asarray(closed, dtype=bool)
+    bases = np.cumsum(sizes_a) - sizes_a
+    ctrl, sub = _segment_table(sizes_a, closed_a, bases)
+    seg_shape = np.asarray(sub_shape, dtype=np.int64)[sub]
+    stroked_a = np.asarray(stroked, dtype=bool)
+    filled_a = np.asarray(filled, dtype=bool)
+    s_sel = stroked_a[seg_shape] if len(seg_shape) else np.zeros(0, dtype=bool)
+    # fills: zero-length segments (dots) enclose nothing
+    f_sel = (filled_a[seg_shape] & (sizes_a[sub] > 1)) if len(seg_shape) else np.zeros(0, dtype=bool)
+    sub_shape_a = np.asarray(sub_shape, dtype=np.int64)
+    open_fill = (~closed_a) & (sizes_a > 1) & (filled_a[sub_shape_a] if len(sub_shape_a) else False)
+    close_pairs = np.stack([bases + sizes_a - 1, bases, sub_shape_a], 1)[open_fill] if len(sizes_a) else \
+        np.zeros((0, 3), dtype=np.int64)
+
     wscale = 0.5 * (sx + sy)
-    widths_t = torch.stack(widths).to(dtype) * wscale if widths else None
-    colours_t = torch.stack(colours).to(dtype) if colours else torch.zeros(0, 4, device=device)
-    return _Gathered(points, seg_ctrl, seg_shape, stroke_shapes, close_pairs, fill_segs,
-                     stroke_segs, widths_t, colours_t, evenodd)
+    widths_t = (torch.stack(widths).to(dtype) * wscale if widths else torch.zeros(0, device=device, dtype=dtype))
+    colours = torch.zeros(2 * ns, 4, device=device, dtype=dtype)
+    idx = [2 * i + 1 for i in range(ns) if stroked[i]]
+    if idx:
+        colours = colours.index_put((torch.tensor(idx, **long),),
+                                    torch.stack([s.stroke for s in scene.shapes if s.stroke is not None]).to(dtype))
+    idx = [2 * i for i in range(ns) if filled[i]]
+    if idx:
+        colours = colours.index_put((torch.tensor(idx, **long),),
+                                    torch.stack([s.fill for s in scene.shapes if s.fill is not None]).to(dtype))
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)  # noqa: E731
+    return _Gathered(
+        points=points,
+        stroke_ctrl=t(ctrl[s_sel]).reshape(-1, 4), stroke_seg_shape=t(seg_shape[s_sel]),
+        fill_ctrl=t(ctrl[f_sel]).reshape(-1, 4), fill_seg_shape=t(seg_shape[f_sel]),
+        close_pairs=t(close_pairs).reshape(-1, 3),
+        widths=widths_t, colours=colours,
+        evenodd=torch.tensor(evenodd, device=device, dtype=torch.bool), num_shapes=ns)
 
 
 # ---- Bezier helpers -----------------------------------------------------------------------
@@ -263,8 +281,8 @@ def _strokes(g: _Gathered, width: int, height: int):
     """(flat pixel, shape, coverage) entries of every stroke."""
     dev = g.points.device
     dt = g.points.dtype
-    ctrl_idx = torch.tensor([g.seg_ctrl[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
-    seg_shape = torch.tensor([g.seg_shape[i] for i in g.stroke_segs], device=dev, dtype=torch.long)
+    ctrl_idx = g.stroke_ctrl
+    seg_shape = g.stroke_seg_shape
     nseg = ctrl_idx.shape[0]
     # control points as 8 coordinate rows [8, S] (autograd)
     ctrl_t = g.points.index_select(0, ctrl_idx.reshape(-1)).reshape(nseg, 8).t()
@@ -297,7 +315,7 @@ def _strokes(g: _Gathered, width: int, height: int):
         ey = (hiy - loy + 1).clamp_min(0)
         count = (ex * ey).long()
         # -- per shape: the union of its chords' boxes, a slot per pixel in one flat buffer
-        ns = g.widths.shape[0]
+        ns = g.num_shapes
         inf = float("inf")
         has = count > 0
         bx0 = torch.full((ns,), inf, device=dev, dtype=dt).scatter_reduce(
@@ -446,26 +464,24 @@ def _fills(g: _Gathered, width: int, height: int):
     """(flat pixel, shape, coverage) entries of every fill."""
     dev = g.points.device
     dt = g.points.dtype
-    ctrl_idx = torch.tensor([g.seg_ctrl[i] for i in g.fill_segs], device=dev, dtype=torch.long)
-    seg_shape = torch.tensor([g.seg_shape[i] for i in g.fill_segs], device=dev, dtype=torch.long)
     parts_a, parts_b, parts_s = [], [], []
-    if len(g.fill_segs):
-        ctrl = g.points[ctrl_idx]
+    if g.fill_ctrl.shape[0]:
+        ctrl = g.points.index_select(0, g.fill_ctrl.reshape(-1)).reshape(-1, 4, 2)
         cseg, _, _, a, b = _flatten(ctrl.detach(), FILL_TOLERANCE, MAX_CHORDS_FILL, with_grad_ctrl=ctrl)
         parts_a.append(a)
         parts_b.append(b)
-        parts_s.append(seg_shape[cseg])
-    if g.close_pairs:
-        cp = torch.tensor(g.close_pairs, device=dev, dtype=torch.long)
-        parts_a.append(g.points[cp[:, 0]])
-        parts_b.append(g.points[cp[:, 1]])
+        parts_s.append(g.fill_seg_shape.index_select(0, cseg))
+    if g.close_pairs.shape[0]:
+        cp = g.close_pairs
+        parts_a.append(g.points.index_select(0, cp[:, 0]))
+        parts_b.append(g.points.index_select(0, cp[:, 1]))
         parts_s.append(cp[:, 2])
     if not parts_a:
         return None
     a = torch.cat(parts_a)
     b = torch.cat(parts_b)
     cshape = torch.cat(parts_s)
-    ns = len(g.widths)
+    ns = g.num_shapes
     with torch.no_grad():
         ad, bd = a.detach(), b.detach()
         mn = torch.minimum(ad, bd)
@@ -587,7 +603,7 @@ def _fills(g: _Gathered, width: int, height: int):
         sshape = rshape[slot_row]
         spx = b0[sshape, 0] + rel
         spy = b0[sshape, 1] + rloc[slot_row]
-        eo = torch.tensor(g.fill_rule_evenodd, device=dev, dtype=torch.bool)[sshape]
+        eo = g.evenodd[sshape]
         wa = wind.detach().abs()
         cov_d = torch.where(eo, 1 - (1 - torch.remainder(wa, 2)).abs(), wa.clamp(max=1))
         sel = torch.nonzero(keep_col & (cov_d > 1e-7)).squeeze(1)
@@ -606,14 +622,14 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     dt = torch.float32
     g = _gather(scene, width, height, dev, dt)
     pix_l, lay_l, alpha_l = [], [], []
-    if g.stroke_segs:
+    if g.stroke_ctrl.shape[0]:
         st = _strokes(g, width, height)
         if st is not None:
             pix, sh, cov = st
             pix_l.append(pix)
             lay_l.append(2 * sh + 1)
             alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh + 1))
-    if g.fill_segs or g.close_pairs:
+    if g.fill_ctrl.shape[0] or g.close_pairs.shape[0]:
         fl = _fills(g, width, height)
         if fl is not None:
             pix, sh, cov = fl
@@ -624,9 +640,7 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
         pix_l = []
     if not pix_l:  # nothing on the canvas: a zero result, still connected to the scene's tensors
         z = torch.zeros(0, device=dev, dtype=torch.long)
-        zero = g.points.sum() * 0
-        if g.widths is not None:
-            zero = zero + g.widths.sum() * 0 + g.colours.sum() * 0
+        zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
         return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
                       torch.ones(0, device=dev, dtype=dt), width, height, zero)
     pix = torch.cat(pix_l)
