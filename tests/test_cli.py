@@ -29,9 +29,11 @@ def test_draw_writes_svg_png_scene_and_frames(tiny_model, tmp_path):
     r = clipdraw("draw", "a drawing of a cat", "-o", out, "--png", tmp_path / "cat.png",
                  "--scene", tmp_path / "cat.json", "--paths", 5, "--iters", 3, "--size", 64,
                  "--frames", tmp_path / "frames", "--frame-every", 2, "--max-width", 8,
-                 "--negative", "a blurry photo", "--negative", "text", *model_args(tiny_model))
+                 "--negative", "a blurry photo", "--negative", "text", "--show-labels", 2,
+                 *model_args(tiny_model))
     assert r.returncode == 0, r.stderr
     assert "3/3" in r.stderr and "loss=" in r.stderr  # the progress bar
+    assert re.search(r"iteration 2: .+ \d+\.\d%", r.stderr)  # CLIP's top nouns every 2 iterations
     root = ET.parse(out).getroot()
     assert root.get("viewBox") == "0 0 64 64"
     paths = root.findall(f"{SVG_NS}path")
@@ -62,8 +64,12 @@ def test_draw_refines_an_svg_and_keeps_its_ids(tiny_model, tmp_path):
     assert abs(float(scene.shapes[1].subpaths[0].points[:, 0].mean()) - 45) < 3  # transform applied
 
 
-def test_env_vars_choose_the_model(tiny_model, tmp_path):
-    r = clipdraw("draw", "a cat", "-o", tmp_path / "a.svg", "--paths", 2, "--iters", 1, "--size", 32,
+def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (0, 200, 0)).save(tmp_path / "green.png")
+    r = clipdraw("draw", "", "--image-prompt", tmp_path / "green.png", "-o", tmp_path / "a.svg",
+                 "--paths", 2, "--iters", 1, "--size", 32,
                  env={"CLIPDRAW_MODEL": tiny_model[0], "CLIPDRAW_PRETRAINED": tiny_model[1]})
     assert r.returncode == 0, r.stderr
     assert "clipdraw-tiny" in r.stderr

@@ -263,6 +263,8 @@ def _read_torchscript_weights(path: str) -> dict:
                     return _STORAGE_DTYPES[name]
                 if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
                     return _rebuild_tensor
+                if (module, name) == ("torch._utils", "_rebuild_parameter"):
+                    return lambda data, *_: data
                 if (module, name) == ("collections", "OrderedDict"):
                     import collections
                     return collections.OrderedDict
