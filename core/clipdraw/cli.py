@@ -83,9 +83,9 @@ def whole(text: str) -> int:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="open_clip model name, or an open_clip model config JSON file "
+    p.add_argument("--model", metavar="NAME|CONFIG.json", help="open_clip model name, or an open_clip model config JSON file "
                    "(default: $CLIPDRAW_MODEL, else ViT-B-32-quickgelu)")
-    p.add_argument("--pretrained", help="open_clip pretrained tag or a local weights file (open_clip "
+    p.add_argument("--pretrained", metavar="TAG|FILE", help="open_clip pretrained tag or a local weights file (open_clip "
                    "checkpoint, state dict, .safetensors, or OpenAI's ViT-B-32.pt); 'none' = random "
                    "weights (default: $CLIPDRAW_PRETRAINED, else openai)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -195,29 +195,30 @@ class ProgressBar:
 
 def add_draw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", default="", help='what to draw, e.g. "a drawing of a cat"')
-    p.add_argument("-o", "--output", required=True, help="OUT.svg")
-    p.add_argument("--png", help="also write the drawing as a PNG")
-    p.add_argument("--scene", help="also write the result as scene JSON")
-    p.add_argument("--init", help="a scene JSON or SVG file to refine (its strokes are kept and moved)")
-    p.add_argument("--paths", type=whole, help="new random strokes (default: 256 without --init, 0 with)")
-    p.add_argument("--iters", type=positive_int, default=1000, help="iterations (default 1000)")
-    p.add_argument("--time-limit", type=non_negative, default=0.0, help="stop after this many seconds "
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg", help="the drawing, one path per stroke")
+    p.add_argument("--png", metavar="OUT.png", help="also write the drawing as a PNG")
+    p.add_argument("--scene", metavar="OUT.json", help="also write the result as scene JSON")
+    p.add_argument("--init", metavar="FILE", help="a scene JSON or SVG file to refine (its strokes are kept and moved)")
+    p.add_argument("--paths", type=whole, metavar="N", help="new random strokes (default: 256 without --init, 0 with)")
+    p.add_argument("--iters", type=positive_int, default=1000, metavar="N", help="iterations (default 1000)")
+    p.add_argument("--time-limit", type=non_negative, default=0.0, metavar="S", help="stop after this many seconds "
                    "and keep the best result so far; the lr schedule follows whichever of iterations "
                    "and time runs out first (default 0 = no limit)")
-    p.add_argument("--max-width", type=at_least_one, default=50.0, help="widest stroke in px (default 50)")
-    p.add_argument("--size", type=positive_int, default=224, help="canvas size without --init (default 224)")
-    p.add_argument("--seed", type=whole, default=0, help="random seed (default 0; runs on a CPU repeat exactly)")
-    p.add_argument("--negative", action="append", default=[], help="a negative prompt (repeatable)")
-    p.add_argument("--negative-weight", type=non_negative, default=0.3)
+    p.add_argument("--max-width", type=at_least_one, default=50.0, metavar="PX", help="widest stroke in px (default 50)")
+    p.add_argument("--size", type=positive_int, default=224, metavar="PX", help="canvas size without --init (default 224)")
+    p.add_argument("--seed", type=whole, default=0, metavar="N", help="random seed (default 0; runs on a CPU repeat exactly)")
+    p.add_argument("--negative", action="append", default=[], metavar="TEXT", help="a negative prompt (repeatable)")
+    p.add_argument("--negative-weight", type=non_negative, default=0.3, metavar="W",
+                   help="how much the negative prompts' similarity counts (default 0.3)")
     p.add_argument("--image-prompt", action="append", default=[], metavar="IMAGE",
                    help="an image whose CLIP embedding is a target too (repeatable)")
-    p.add_argument("--fidelity", type=non_negative, default=1.0, help="pull of --init's points back to "
+    p.add_argument("--fidelity", type=non_negative, default=1.0, metavar="W", help="pull of --init's points back to "
                    "where they were drawn: 0 = free, larger = closer (default 1)")
     p.add_argument("--lock", action="append", default=[], choices=["points", "widths", "colors"],
                    help="keep these as given (repeatable)")
-    p.add_argument("--augmentations", type=positive_int, default=4, help="augmented copies per step (default 4)")
+    p.add_argument("--augmentations", type=positive_int, default=4, metavar="N", help="augmented copies per step (default 4)")
     p.add_argument("--frames", metavar="DIR", help="write progress PNGs DIR/frame_0010.png ...")
-    p.add_argument("--frame-every", type=positive_int, default=10)
+    p.add_argument("--frame-every", type=positive_int, default=10, metavar="N", help="(default 10)")
     p.add_argument("--show-labels", type=whole, default=0, metavar="N",
                    help="every N iterations print CLIP's top 5 nouns for the drawing")
     add_model_args(p)
