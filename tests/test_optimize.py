@@ -209,3 +209,12 @@ def test_trace_can_add_a_clip_term(tiny_clip):
     # same start, and the CLIP term (a cosine, about -0.1..0.1 here) shifts the loss
     assert guided.loss != plain.loss
     assert not torch.equal(all_points(guided.scene), all_points(plain.scene))
+
+
+def test_widths_clamp_but_hairlines_may_stay_thin():
+    scene = sketch()
+    scene.shapes[0].stroke_width = torch.tensor(0.5)
+    thin = lambda image: -image.mean()  # noqa: E731 - less ink is better: widths shrink
+    result = optimize(scene, thin, iters=6, max_width=4.0, lock=["points", "colors"]).scene
+    assert 0.5 <= float(result.shapes[0].stroke_width) < 1.0
+    assert float(result.shapes[1].stroke_width) >= 1.0

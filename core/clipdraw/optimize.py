@@ -111,7 +111,8 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
       progress = max(iteration / iters, elapsed / time_limit), so a time-limited run still gets
       CLIPDraw's points-lr drops (x0.4 at 50%, x0.1 at 75%).
     - render_size: (width, height) to render at, if not the scene's own (the renderer scales).
-    After each step stroke widths are clamped to [1, max_width] and colours to [0, 1].
+    After each step stroke widths are clamped to [1, max_width] (a given width under 1 may stay
+    down to what it was) and colours to [0, 1].
     """
     from .render import render
 
@@ -164,6 +165,8 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     anchor0 = packed["points"][:n_anchor].detach().clone()  # [A, 2]: given shapes come first
     pull_scale = 1.0 / (FIDELITY_SCALE * size) ** 2
 
+    # Widths are clamped to [1, max_width], except that a given hairline may stay as thin as drawn.
+    min_width = packed["widths"].detach().clamp(max=1.0)  # [S]
     best = {k: t.detach().clone() for k, t in packed.items()}
     best_loss = float("inf")
     bg = background_rgb(scene)
@@ -196,7 +199,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             opt.step()
             with torch.no_grad():
                 if "widths" not in lock:
-                    packed["widths"].clamp_(1.0, max_width)
+                    packed["widths"].copy_(torch.maximum(packed["widths"], min_width).clamp_(max=max_width))
                 if "colors" not in lock:
                     packed["colors"].clamp_(0.0, 1.0)
         done = it + 1
