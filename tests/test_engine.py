@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from clipdraw.engine import parse_request, RequestError
+from clipdraw.scene import Scene
 
 
 def engine(request, env=None, timeout=600):
@@ -55,6 +56,14 @@ def test_environment_picks_the_model_and_defaults_fill_in(tiny_model):
     assert r.returncode == 0, r.stderr
     assert "clipdraw-tiny" in events[0]["message"]
     assert [s["id"] for s in json.loads(r.stdout)["shapes"]] == ["path12"]  # paths default 0 with shapes
+
+
+def test_zero_iterations_give_the_scene_back_as_given(tiny_model):
+    given = canvas([STROKE, BLOB])
+    r, _ = engine({"scene": given, "prompt": "a cat", "iters": 0,
+                   "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads(json.dumps(Scene.from_dict(given).to_dict()))
 
 
 def test_score_request(tiny_model):

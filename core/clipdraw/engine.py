@@ -102,7 +102,7 @@ def parse_request(req) -> dict:
         negative=_strings(req, "negative"),
         negative_weight=_number(req, "negative_weight", 0.3, low=0),
         paths=_number(req, "paths", None, low=0, integer=True, nullable=True),
-        iters=_number(req, "iters", 1000, low=1, integer=True),
+        iters=_number(req, "iters", 1000, low=0, integer=True),
         time_limit=_number(req, "time_limit", None, low=0, nullable=True) or None,
         max_width=_number(req, "max_width", 50.0, low=1),
         fidelity=_number(req, "fidelity", 1.0, low=0),
