@@ -5,9 +5,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from clipdraw.engine import parse_request, RequestError
 from clipdraw.scene import Scene
+
+# A device this machine does not have (CUDA where there is none, else MPS, which Linux never has).
+UNAVAILABLE_DEVICE = "mps" if torch.cuda.is_available() else "cuda"
 
 
 def engine(request, env=None, timeout=600):
@@ -84,7 +88,7 @@ def test_score_request(tiny_model):
     (json.dumps({"scene": canvas(), "prompt": "a cat", "colour": 1}), 2, "unknown key 'colour'"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "pretrained": "/no/such/file.pt",
                  "model": "ViT-B-32-quickgelu"}), 2, "does not exist"),
-    (json.dumps({"scene": canvas(), "prompt": "a cat", "device": "cuda"}), 2, "not available"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "device": UNAVAILABLE_DEVICE}), 2, "not available"),
 ])
 def test_failures_are_one_json_error_line(request_text, status, words):
     r, events = engine(request_text)
