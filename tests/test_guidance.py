@@ -97,6 +97,34 @@ def test_download_failure_is_one_sentence(monkeypatch, tiny_model):
     assert not isinstance(e.value, ModelFileError)  # not the user's mistake: exit status 1
 
 
+def test_unresolvable_hub_means_cache_only_instead_of_a_minute_of_retries(monkeypatch, tmp_path):
+    """Offline, the hub client would retry for ~25 s per file: with the hub's name unresolvable
+    the download asks the local cache only (the real hub client, no network needed)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_dns(*a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    import open_clip.pretrained
+
+    real_download, offline_during_download = open_clip.pretrained.hf_hub_download, []
+
+    def download(*a, **k):
+        offline_during_download.append(constants.HF_HUB_OFFLINE)
+        return real_download(*a, **k)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", download)
+    with pytest.raises(ModelError, match="--pretrained FILE"):
+        guidance._load("ViT-B-32-quickgelu", "openai", torch.device("cpu"))
+    assert offline_during_download and all(offline_during_download)
+    assert constants.HF_HUB_OFFLINE is False  # restored for the rest of the process
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_torchscript_archive_is_read_without_running_it(tiny_model, tmp_path):
     """OpenAI's .pt files are TorchScript: their tensors are read from the zip, the code is not run."""

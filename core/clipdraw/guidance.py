@@ -7,15 +7,18 @@ prompt's; negative prompts add +weight x their similarity.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import pickle
+import socket
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +148,8 @@ def _load(model: str, pretrained: str, device: torch.device) -> Clip:
         # open_clip logs "initialized randomly" warnings on the root logger; the engine's stderr
         # must carry JSON lines only, and the weights come right after.
         logging.disable(logging.CRITICAL)
-        net = open_clip.create_model(name, pretrained=tag, device="cpu", weights_only=True)
+        with _offline_if_hub_unreachable(tag is not None):
+            net = open_clip.create_model(name, pretrained=tag, device="cpu", weights_only=True)
     except Exception as e:
         if tag is None:
             raise
@@ -171,6 +175,27 @@ def _load(model: str, pretrained: str, device: torch.device) -> Clip:
     mean = torch.tensor(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), device=device).view(3, 1, 1)
     std = torch.tensor(cfg.get("std", open_clip.OPENAI_DATASET_STD), device=device).view(3, 1, 1)
     return Clip(net, open_clip.get_tokenizer(name), name, pretrained or "random", int(size), mean, std)
+
+
+@contextlib.contextmanager
+def _offline_if_hub_unreachable(downloading: bool):
+    """Without a network the hub client retries for ~25 s per file before giving up; when the
+    hub's name does not even resolve, ask it for the local cache only, which answers at once."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    was = constants.HF_HUB_OFFLINE
+    if downloading and not was:
+        try:
+            socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        except (OSError, UnicodeError):
+            constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 def load_weights(net: torch.nn.Module, path: str) -> None:
