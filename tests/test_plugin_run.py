@@ -124,6 +124,24 @@ def test_refine_in_place(engine_env, tmp_path, monkeypatch):
         assert by_id(tree, "g1").get("transform") == "rotate(20) scale(1.5)"
 
 
+def test_zero_iterations_leave_the_document_as_it_was(engine_env, tmp_path):
+    """The whole round trip through the real engine with nothing optimised (the dialog allows 0
+    iterations): every element reads back where it was, within 1e-3 user units. (The plugin leaves
+    an element untouched when the reply is within 1e-4 canvas px of what it sent; the mapping
+    back itself is checked point by point in test_plugin.py.)"""
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--id=g1", "--prompt=a cat",
+                                                           "--iterations=0", "--resolution=64"])
+    assert message.startswith("CLIPDraw: Refined 3 paths"), message
+    before = inkex.load_svg(DOC.encode()).getroot()
+    after = inkex.load_svg(etree.tostring(tree)).getroot() if tree is not None else before
+    for i in ("p1", "r1", "c1"):
+        a, b = after.getElementById(i), before.getElementById(i)
+        pa, pb = (e.path.to_superpath().transform(e.composed_transform()) for e in (a, b))
+        flat = lambda csp: [c for sub in csp for node in sub for p in node for c in p]  # noqa: E731
+        assert max(abs(x - y) for x, y in zip(flat(pa), flat(pb))) < 1e-3, i
+        assert len(flat(pa)) == len(flat(pb))
+
+
 def test_add_strokes_go_in_a_group_above_the_selection(engine_env, tmp_path):
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path,
                             ["--id=p1", "--id=t1", "--mode=add", "--strokes=5", "--prompt=a tree", "--summary=false"] + FAST)
