@@ -31,22 +31,7 @@ sys.path.insert(0, str(ROOT / "core"))
 
 import torch  # noqa: E402
 
-
-def random_strokes(n: int, size: int, seed: int = 0):
-    """DESIGN.md "Random init": 1-3 cubic segments, start uniform on the canvas, each next control
-    point the previous plus a uniform offset of +-0.05 of the canvas per axis; width 2; random RGBA."""
-    from clipdraw.scene import Shape, Subpath
-
-    g = torch.Generator().manual_seed(seed)
-    shapes = []
-    for _ in range(n):
-        segments = int(torch.randint(1, 4, (), generator=g))
-        start = torch.rand(1, 2, generator=g) * size
-        steps = (torch.rand(3 * segments, 2, generator=g) * 2 - 1) * 0.05 * size
-        points = torch.cat([start, start + steps.cumsum(0)])
-        shapes.append(Shape(subpaths=[Subpath(points)], stroke_width=torch.tensor(2.0),
-                            stroke=torch.rand(4, generator=g)))
-    return shapes
+from clipdraw.optimize import random_strokes  # noqa: E402
 
 
 def _sync(device):
@@ -108,7 +93,8 @@ def measure_render(size: int, strokes: int, device: str, backend: str, warmup: i
     from clipdraw.scene import Scene
 
     dev = torch.device(device)
-    scene = Scene(size, size, random_strokes(strokes, size)).to(dev)  # drawn at that canvas size
+    # DESIGN.md's random init, drawn at that canvas size (the same strokes as `clipdraw draw` starts from)
+    scene = Scene(size, size, random_strokes(strokes, size, size, torch.Generator().manual_seed(0))).to(dev)
     leaves = []
     for shape in scene.shapes:
         for sp in shape.subpaths:
