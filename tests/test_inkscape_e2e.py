@@ -118,6 +118,7 @@ def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, lim
                 # a message from the plugin: a nameless dialog (the "working" one is only 81 high)
                 if name == "" and h > 120:
                     shot = tmp_path / f"message{len(shots)}.png"
+                    time.sleep(1.0)  # let the dialog paint before it is photographed
                     subprocess.run(["import", "-window", "root", str(shot)], env=env, timeout=30, check=True)
                     shots.append(shot)
                     subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h - 17), "click", "1"],
