@@ -31,7 +31,8 @@ def path_data(shape: Shape) -> str:
 
 
 def _paint(rgba) -> tuple[str, str]:
-    r, g, b, a = (float(c) for c in rgba.detach().cpu().tolist())
+    """(#rrggbb, opacity) of a straight RGBA colour: a tensor [4] or a sequence of 4 floats."""
+    r, g, b, a = (float(c) for c in (rgba.detach().cpu().tolist() if hasattr(rgba, "detach") else rgba))
     to8 = lambda c: max(0, min(255, round(c * 255)))  # noqa: E731
     return f"#{to8(r):02x}{to8(g):02x}{to8(b):02x}", _num(a)
 
@@ -63,11 +64,10 @@ def scene_to_svg(scene: Scene, width=None, height=None) -> str:
         f'viewBox="0 0 {scene.width} {scene.height}">',
     ]
     if scene.background is not None and scene.background[3] > 0:
-        r, g, b, a = scene.background
-        colour = "#{:02x}{:02x}{:02x}".format(*(max(0, min(255, round(c * 255))) for c in (r, g, b)))
+        colour, opacity = _paint(scene.background)
         lines.append(f'  <rect width="{scene.width}" height="{scene.height}" fill="{colour}" '
-                     f'fill-opacity="{_num(a)}"/>')
-    for i, shape in enumerate(scene.shapes):
+                     f'fill-opacity="{opacity}"/>')
+    for shape in scene.shapes:
         attrs = f'id={quoteattr(shape.id)} ' if shape.id else ""
         lines.append(f'  <path {attrs}d="{path_data(shape)}" style="{shape_style(shape)}"/>')
     lines.append("</svg>")
@@ -131,14 +131,13 @@ def _cubic_subpaths(path) -> list:
     """[(points [[x, y], ...], closed)] of cubic chains for an svgelements Path."""
     import svgelements as se
 
-    out, pts, closed_flags = [], None, None
+    out, pts = [], None
 
     def finish(closed):
         if pts is not None and len(pts) > 1:
             if closed:
                 if pts[-1] != pts[0]:  # close with a straight segment
-                    a, b = pts[-1], pts[0]
-                    pts.extend([_lerp(a, b, 1 / 3), _lerp(a, b, 2 / 3), list(b)])
+                    pts.extend(_line(pts[-1], pts[0]))
                 out.append((pts[:-1], True))
             else:
                 out.append((pts, False))
@@ -163,11 +162,15 @@ def _cubic_subpaths(path) -> list:
                 pts += [[cubic.control1.x, cubic.control1.y], [cubic.control2.x, cubic.control2.y],
                         [cubic.end.x, cubic.end.y]]
         elif isinstance(seg, se.Line):  # Line (and svgelements' lines of other kinds)
-            a, b = pts[-1], [seg.end.x, seg.end.y]
-            pts += [_lerp(a, b, 1 / 3), _lerp(a, b, 2 / 3), b]
+            pts += _line(pts[-1], [seg.end.x, seg.end.y])
     finish(False)
     return [(p, c) for p, c in out if (len(p) % 3 == 0 if c else (len(p) - 1) % 3 == 0)]
 
 
 def _lerp(a, b, t: float) -> list:
     return [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t]
+
+
+def _line(a, b) -> list:
+    """The three points that continue a cubic chain from a with a straight segment to b."""
+    return [_lerp(a, b, 1 / 3), _lerp(a, b, 2 / 3), list(b)]
