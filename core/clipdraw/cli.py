@@ -10,11 +10,15 @@ class UsageError(Exception):
     """A mistake in the command line or its files: printed as one line, exit status 2."""
 
 
-def positive_int(text: str) -> int:
+def whole(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    v = whole(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
@@ -75,13 +79,6 @@ def at_least_one(text: str) -> float:
     return v
 
 
-def whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|CONFIG.json", help="open_clip model name, or an open_clip model config JSON file "
                    "(default: $CLIPDRAW_MODEL, else ViT-B-32-quickgelu)")
@@ -129,23 +126,13 @@ def read_scene(path):
     return svg_to_scene(str(path)) if str(path).lower().endswith(".svg") else Scene.load(path)
 
 
-def render_scene(scene):
-    """The scene's image [H, W, 3], as CLIP sees it (background over white)."""
-    import torch
-
-    from .optimize import background_rgb
-    from .render import render
-
-    with torch.no_grad():
-        return render(scene, scene.width, scene.height, background=background_rgb(scene))
-
-
 def write_outputs(scene, args) -> None:
+    from .optimize import picture
     from .svg import scene_to_svg
 
     Path(args.output).write_text(scene_to_svg(scene), encoding="utf-8")
     if args.png:
-        save_png(render_scene(scene), args.png)
+        save_png(picture(scene), args.png)
     if args.scene:
         scene.save(args.scene)
 
@@ -163,12 +150,12 @@ def check_outputs(args) -> None:
 class ProgressBar:
     """The callback of `draw` and `trace`: a tqdm bar, frames, and CLIP's top labels now and then."""
 
-    def __init__(self, iters, frames=None, frame_every=10, clip=None, labels=None, labels_every=0):
+    def __init__(self, iters, frames=None, frame_every=10, clip=None, labels_every=0):
         from tqdm import tqdm
 
         self.bar = tqdm(total=iters, unit="it", dynamic_ncols=True, file=sys.stderr)
         self.frames, self.frame_every = frames, frame_every
-        self.clip, self.labels, self.labels_every = clip, labels, labels_every
+        self.clip, self.labels_every = clip, labels_every
         self.first_loss = None
 
     def __call__(self, p) -> None:
@@ -180,9 +167,9 @@ class ProgressBar:
         if self.frames and (p.iteration % self.frame_every == 0 or p.iteration == 1):
             save_png(p.image, Path(self.frames) / f"frame_{p.iteration:04d}.png")
         if self.labels_every and p.iteration % self.labels_every == 0:
-            from .guidance import label_probabilities
+            from .guidance import top_labels
 
-            top = label_probabilities(self.clip, p.image, self.labels, "a drawing of a {}")[:5]
+            top = top_labels(self.clip, p.image)[:5]  # the shipped nouns
             self.bar.write(f"iteration {p.iteration}: " + ", ".join(f"{l} {v:.1%}" for l, v in top),
                            file=sys.stderr)
 
@@ -239,8 +226,7 @@ def run_draw(args) -> None:
     if args.frames:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
     clip = load_model(args)
-    bar = ProgressBar(args.iters, args.frames, args.frame_every, clip,
-                      nouns() if args.show_labels else None, args.show_labels)
+    bar = ProgressBar(args.iters, args.frames, args.frame_every, clip, args.show_labels)
     try:
         result = draw(clip, args.prompt.strip(), scene, negatives=args.negative,
                       negative_weight=args.negative_weight, image_prompts=images, paths=args.paths,
@@ -252,12 +238,6 @@ def run_draw(args) -> None:
     write_outputs(result.scene, args)
     print(f"{result.iterations} iterations in {result.elapsed:.1f} s, best loss {result.loss:.4f}: "
           f"wrote {args.output}", file=sys.stderr)
-
-
-def nouns() -> list:
-    from .engine import nouns as shipped
-
-    return shipped()
 
 
 # ---- score ------------------------------------------------------------------------------------
@@ -275,7 +255,8 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_score(args) -> None:
-    from .guidance import label_probabilities
+    from .guidance import top_labels
+    from .optimize import picture
 
     labels = [l.strip() for l in (args.labels or "").split(",") if l.strip()]
     if args.labels_file:
@@ -284,14 +265,12 @@ def run_score(args) -> None:
         except OSError as e:
             raise UsageError(f"--labels-file {args.labels_file}: {e.strerror or e}") from None
         labels += [l.strip() for l in text.splitlines() if l.strip()]
-    template = args.template or ("{}" if labels else "a drawing of a {}")
-    if "{}" not in template:
-        raise UsageError(f'--template {template!r}: must contain {{}} where the label goes')
-    labels = labels or nouns()
+    if args.template is not None and "{}" not in args.template:
+        raise UsageError(f'--template {args.template!r}: must contain {{}} where the label goes')
     suffix = Path(args.image).suffix.lower()
-    image = render_scene(read_scene(args.image)) if suffix in (".svg", ".json") else read_image(args.image)
+    image = picture(read_scene(args.image)) if suffix in (".svg", ".json") else read_image(args.image)
     clip = load_model(args)
-    for label, p in label_probabilities(clip, image, labels, template)[: args.top]:
+    for label, p in top_labels(clip, image, labels, args.template)[: args.top]:
         print(f"{label}: {100 * p:.2f}%")
 
 
@@ -319,11 +298,10 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_trace(args) -> None:
-    import torch
     import torch.nn.functional as F
 
     from .guidance import pick_device
-    from .optimize import trace
+    from .optimize import picture, trace
 
     if args.paths < 0 or args.fills < 0 or args.paths + args.fills == 0:
         raise UsageError("--paths and --fills must be at least 0, and not both 0")
@@ -349,8 +327,7 @@ def run_trace(args) -> None:
     finally:
         bar.close()
     write_outputs(result.scene, args)
-    with torch.no_grad():
-        error = float((render_scene(result.scene).cpu() - target).square().mean())
+    error = float((picture(result.scene).cpu() - target).square().mean())
     print(f"L2 error (mean squared, 0..1 colours): {bar.first_loss:.5f} at the start, {error:.5f} "
           f"at the end: wrote {args.output}", file=sys.stderr)
 

@@ -118,10 +118,8 @@ def parse_request(req) -> dict:
 
 def run(req: dict) -> dict:
     """Carry out a parsed request; the reply object."""
-    import torch
-
-    from .guidance import label_probabilities, load_clip, pick_device, resolve
-    from .optimize import background_rgb, draw
+    from .guidance import load_clip, pick_device, resolve, top_labels
+    from .optimize import draw, picture
 
     try:
         device = pick_device(req["device"])
@@ -132,14 +130,7 @@ def run(req: dict) -> dict:
     clip = load_clip(model, pretrained, device)
 
     if req["command"] == "score":
-        from .render import render
-
-        scene = req["scene"].to(device)
-        labels = req["labels"] or nouns()
-        template = "{}" if req["labels"] else "a drawing of a {}"
-        with torch.no_grad():
-            image = render(scene, scene.width, scene.height, background=background_rgb(scene))
-        top = label_probabilities(clip, image.detach(), labels, template)[: req["top"]]
+        top = top_labels(clip, picture(req["scene"].to(device)), req["labels"])[: req["top"]]
         return {"labels": [{"label": l, "probability": p} for l, p in top]}
 
     emit("status", message=f"drawing \"{req['prompt']}\"")
@@ -160,14 +151,6 @@ def run(req: dict) -> dict:
     emit("status", message=f"done: {result.iterations} iterations in {result.elapsed:.1f} s, "
                            f"best loss {result.loss:.4f}")
     return result.scene.to_dict()
-
-
-def nouns() -> list:
-    """The shipped list of common concrete nouns (data/nouns.txt)."""
-    from importlib.resources import files
-
-    text = files("clipdraw").joinpath("data/nouns.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def main(stdin=None, stdout=None) -> int:

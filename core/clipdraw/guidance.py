@@ -438,3 +438,19 @@ def label_probabilities(clip: Clip, image: torch.Tensor, labels: Sequence[str],
     t = clip.encode_text([template.format(l) for l in labels])  # [L, D]
     p = (100.0 * f @ t.T).softmax(-1)[0].tolist()
     return sorted(zip(labels, p), key=lambda lp: -lp[1])
+
+
+def nouns() -> list:
+    """The shipped list of common concrete nouns (data/nouns.txt): the labels when none are given."""
+    from importlib.resources import files
+
+    text = files("clipdraw").joinpath("data/nouns.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def top_labels(clip: Clip, image: torch.Tensor, labels: Sequence[str] = (),
+               template: Optional[str] = None) -> list[tuple[str, float]]:
+    """label_probabilities with the defaults of `clipdraw score` and the plugin: no labels means
+    the shipped nouns, as "a drawing of a {}"; given labels are used as they are ("{}")."""
+    template = template or ("{}" if labels else "a drawing of a {}")
+    return label_probabilities(clip, image, list(labels) or nouns(), template)

@@ -97,6 +97,14 @@ def background_rgb(scene: Scene) -> tuple:
     return tuple(c * a + (1 - a) for c in (r, g, b))
 
 
+@torch.no_grad()
+def picture(scene: Scene) -> torch.Tensor:
+    """The scene's image [H, W, 3] at its own size, as CLIP sees it (background over white)."""
+    from .render import render
+
+    return render(scene, scene.width, scene.height, background=background_rgb(scene))
+
+
 def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int = 1000,
              max_width: float = 50.0, fidelity: float = 0.0, anchored: Optional[int] = None,
              lock: Sequence[str] = (), time_limit: Optional[float] = None,
