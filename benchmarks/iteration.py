@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import torch  # noqa: E402
 
-from clipdraw.guidance import ClipLoss, augment, load_clip  # noqa: E402
+from clipdraw.guidance import ClipLoss, augment  # noqa: E402
+from clipdraw.models import load_clip  # noqa: E402
 from clipdraw.optimize import optimize, random_strokes  # noqa: E402
 from clipdraw.render import render  # noqa: E402
 from clipdraw.scene import Scene  # noqa: E402

@@ -20,7 +20,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_model):
     """The tiny model loaded through the public loader (cached for the process)."""
-    from clipdraw.guidance import load_clip
+    from clipdraw.models import load_clip
 
     return load_clip(*tiny_model, device="cpu")
 

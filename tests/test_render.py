@@ -15,7 +15,7 @@ import torch
 from clipdraw.render import DiffvgUnavailableError, render, render_rgba
 from clipdraw.scene import Scene, Subpath, make_shape
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "diffvg"
+REFERENCE = Path(__file__).resolve().parent / "data" / "diffvg"
 BLACK = [0.0, 0.0, 0.0, 1.0]
 
 
@@ -542,8 +542,6 @@ def test_diffvg_scene_conversion(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("pydiffvg") is None,
                     reason="pydiffvg is not installed (built from github.com/BachiLi/diffvg)")
 def test_diffvg_backend_matches_native():
-    if not (REFERENCE / "README.md").exists():
-        pytest.skip(f"reference data not found at {REFERENCE}")
     scene = Scene.load(REFERENCE / "filled_and_stroked6.scene.json")
     with torch.no_grad():
         ours = render(scene)
@@ -574,7 +572,6 @@ def test_cli_render_png_matches_render_rgba(tmp_path):
     assert np.abs(png[..., :3] - rgba[..., :3])[visible].max() <= 0.5 / 255 + 1e-6
 
 
-@pytest.mark.skipif(not (REFERENCE / "README.md").exists(), reason=f"reference data not found at {REFERENCE}")
 def test_cli_render_reference_scene(tmp_path):
     from PIL import Image
 

@@ -118,11 +118,29 @@ def test_load_reports_bad_json_and_missing_file(tmp_path):
 
 
 def test_reference_scenes_load():
-    reference_dir = Path(__file__).resolve().parents[2] / "shared" / "reference" / "diffvg"
-    if not reference_dir.is_dir():
-        pytest.skip(f"no reference data at {reference_dir}")
+    reference_dir = Path(__file__).resolve().parent / "data" / "diffvg"
     paths = sorted(reference_dir.glob("*.scene.json"))
     assert paths
     for path in paths:
         scene = Scene.load(path)
         assert scene.width == 224 and len(scene.shapes) > 0
+
+
+def test_stroke_style_keys_are_optional_validated_and_round_trip():
+    base = {"format": "clipdraw-scene", "version": 1, "width": 10, "height": 10, "shapes": [
+        {"subpaths": [{"points": [[0, 0], [1, 1], [2, 2], [3, 3]], "closed": False}],
+         "stroke": [0, 0, 0, 1], "stroke_width": 2, "fill": None}]}
+    plain = Scene.from_dict(base)
+    assert plain.shapes[0].stroke_linecap == "round" and plain.shapes[0].stroke_dasharray is None
+    assert plain.to_dict()["shapes"][0].keys() == {"id", "subpaths", "stroke", "stroke_width", "fill", "fill_rule"}
+    styled = dict(base["shapes"][0], stroke_linecap="butt", stroke_linejoin="miter", stroke_miterlimit=10,
+                  stroke_dasharray=[4, 2, 1], stroke_dashoffset=1.5)
+    shape = Scene.from_dict(dict(base, shapes=[styled])).shapes[0]
+    assert shape.stroke_dasharray == [4.0, 2.0, 1.0, 4.0, 2.0, 1.0]  # an odd list repeats, as in SVG
+    again = Scene.from_dict(Scene.from_dict(dict(base, shapes=[styled])).to_dict()).shapes[0]
+    assert (again.stroke_linecap, again.stroke_linejoin, again.stroke_miterlimit, again.stroke_dashoffset) == \
+        ("butt", "miter", 10.0, 1.5)
+    for key, bad in [("stroke_linecap", "flat"), ("stroke_linejoin", "arcs"), ("stroke_miterlimit", 0.5),
+                     ("stroke_dasharray", [0, 0]), ("stroke_dasharray", [-1, 2]), ("stroke_dashoffset", float("nan"))]:
+        with pytest.raises(SceneError, match=key):
+            Scene.from_dict(dict(base, shapes=[dict(base["shapes"][0], **{key: bad})]))

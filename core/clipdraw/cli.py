@@ -89,7 +89,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(args):
-    from .guidance import load_clip, pick_device, resolve
+    from .models import load_clip, pick_device, resolve
 
     try:
         device = pick_device(args.device)
@@ -300,7 +300,7 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
 def run_trace(args) -> None:
     import torch.nn.functional as F
 
-    from .guidance import pick_device
+    from .models import pick_device
     from .optimize import picture, trace
 
     if args.paths < 0 or args.fills < 0 or args.paths + args.fills == 0:
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .guidance import ModelError, ModelFileError
+    from .models import ModelError, ModelFileError
     from .scene import SceneError
 
     parser = build_parser()

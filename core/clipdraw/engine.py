@@ -118,7 +118,8 @@ def parse_request(req) -> dict:
 
 def run(req: dict) -> dict:
     """Carry out a parsed request; the reply object."""
-    from .guidance import load_clip, pick_device, resolve, top_labels
+    from .guidance import top_labels
+    from .models import load_clip, pick_device, resolve
     from .optimize import draw, picture
 
     try:
@@ -159,7 +160,7 @@ def main(stdin=None, stdout=None) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     try:
-        from .guidance import ModelError, ModelFileError
+        from .models import ModelError, ModelFileError
         from .scene import SceneError
     except Exception as e:  # a broken install: still one JSON line
         emit("error", message=f"the engine cannot start: {type(e).__name__}: {e}")

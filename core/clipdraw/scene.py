@@ -17,6 +17,12 @@ import torch
 FORMAT = "clipdraw-scene"
 VERSION = 1
 FILL_RULES = ("nonzero", "evenodd")
+LINECAPS = ("round", "butt", "square")
+LINEJOINS = ("round", "miter", "bevel")
+# Optional stroke keys, SVG's names and meanings; absent means CLIPDraw's round caps and joins,
+# solid. to_dict writes them only where they differ, so version-1 scenes round-trip unchanged.
+STROKE_STYLE_DEFAULTS = {"stroke_linecap": "round", "stroke_linejoin": "round",
+                         "stroke_miterlimit": 4.0, "stroke_dasharray": None, "stroke_dashoffset": 0.0}
 
 
 class SceneError(ValueError):
@@ -42,6 +48,11 @@ class Shape:
     fill: Optional[torch.Tensor] = None  # float32 [4]
     fill_rule: str = "nonzero"
     id: Optional[str] = None
+    stroke_linecap: str = "round"
+    stroke_linejoin: str = "round"
+    stroke_miterlimit: float = 4.0  # SVG's: a miter longer than this x the width becomes a bevel
+    stroke_dasharray: Optional[list[float]] = None  # canvas pixels, on/off lengths; None = solid
+    stroke_dashoffset: float = 0.0
 
 
 @dataclass
@@ -189,7 +200,31 @@ def _shape_from_dict(s, i: int, device) -> Shape:
         fill=None if fill is None else torch.tensor(fill, **f32),
         fill_rule=fill_rule,
         id=sid,
+        **_stroke_style_from_dict(s, name),
     )
+
+
+def _stroke_style_from_dict(s: dict, name: str) -> dict:
+    style = {k: s.get(k, v) for k, v in STROKE_STYLE_DEFAULTS.items()}
+    if style["stroke_linecap"] not in LINECAPS:
+        raise SceneError(f"{name}: stroke_linecap: must be one of {LINECAPS}, got {style['stroke_linecap']!r}")
+    if style["stroke_linejoin"] not in LINEJOINS:
+        raise SceneError(f"{name}: stroke_linejoin: must be one of {LINEJOINS}, got {style['stroke_linejoin']!r}")
+    (limit,) = _finite_numbers([style["stroke_miterlimit"]], f"{name}: stroke_miterlimit")
+    if limit < 1:
+        raise SceneError(f"{name}: stroke_miterlimit: must be at least 1 (as in SVG), got {limit!r}")
+    (offset,) = _finite_numbers([style["stroke_dashoffset"]], f"{name}: stroke_dashoffset")
+    dash = style["stroke_dasharray"]
+    if dash is not None:
+        if not isinstance(dash, (list, tuple)):
+            raise SceneError(f"{name}: stroke_dasharray: a list of lengths or null, got {dash!r}")
+        dash = _finite_numbers(dash, f"{name}: stroke_dasharray")
+        if any(d < 0 for d in dash) or not any(d > 0 for d in dash):
+            raise SceneError(f"{name}: stroke_dasharray: lengths must not be negative and not all 0, got {dash!r}")
+        if len(dash) % 2:  # SVG repeats an odd list to make it even
+            dash = dash * 2
+    return dict(stroke_linecap=style["stroke_linecap"], stroke_linejoin=style["stroke_linejoin"],
+                stroke_miterlimit=limit, stroke_dasharray=dash, stroke_dashoffset=offset)
 
 
 def _subpath_from_dict(sp, where: str, device) -> Subpath:
@@ -225,12 +260,14 @@ def _shape_to_dict(shape: Shape) -> dict:
         "stroke_width": float(shape.stroke_width.detach()),
         "fill": _floats(shape.fill),
         "fill_rule": shape.fill_rule,
+        **{k: getattr(shape, k) for k, v in STROKE_STYLE_DEFAULTS.items() if getattr(shape, k) != v},
     }
 
 
 def make_shape(subpaths: Sequence[Subpath], stroke=None, stroke_width=2.0, fill=None,
-               fill_rule="nonzero", id=None, device=None) -> Shape:
-    """A shape from plain numbers (convenience for code that builds scenes)."""
+               fill_rule="nonzero", id=None, device=None, **stroke_style) -> Shape:
+    """A shape from plain numbers (convenience for code that builds scenes); stroke_style takes
+    the optional keys of STROKE_STYLE_DEFAULTS (stroke_linecap="butt", ...)."""
     f32 = dict(dtype=torch.float32, device=device)
     return Shape(
         subpaths=list(subpaths),
@@ -239,4 +276,5 @@ def make_shape(subpaths: Sequence[Subpath], stroke=None, stroke_width=2.0, fill=
         fill=None if fill is None else torch.as_tensor(fill, **f32),
         fill_rule=fill_rule,
         id=id,
+        **stroke_style,
     )
