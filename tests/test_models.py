@@ -67,6 +67,8 @@ def test_unreadable_files_and_names_are_clear(tiny_model, tmp_path):
         load_clip(tiny_model[0], str(junk))
     with pytest.raises(ModelFileError, match="does not exist"):
         load_clip(tiny_model[0], str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelFileError, match=r"is a folder; give the \.pt file"):
+        load_clip(tiny_model[0], str(tmp_path))
     with pytest.raises(ModelFileError, match="unknown model"):
         load_clip("no-such-model", "")
     wrong = tmp_path / "wrong.pt"

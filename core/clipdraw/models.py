@@ -198,6 +198,8 @@ def _offline_if_hub_unreachable(downloading: bool):
 
 def load_weights(net: torch.nn.Module, path: str) -> None:
     """Load a weights file into `net`, strictly, without executing code from the file."""
+    if os.path.isdir(path):
+        raise ModelFileError(f"weights file {path} is a folder; give the .pt file")
     if not os.path.isfile(path):
         raise ModelFileError(f"weights file {path} does not exist")
     try:
