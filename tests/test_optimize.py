@@ -218,3 +218,25 @@ def test_widths_clamp_but_hairlines_may_stay_thin():
     result = optimize(scene, thin, iters=6, max_width=4.0, lock=["points", "colors"]).scene
     assert 0.5 <= float(result.shapes[0].stroke_width) < 1.0
     assert float(result.shapes[1].stroke_width) >= 1.0
+
+
+def test_alpha_max_caps_alpha_and_fixed_paints_keep_their_colour():
+    """A document's group opacity caps the alpha; a gradient's stand-in colour does not move,
+    while the same shape's other paint, points and width still do."""
+    scene = sketch()
+    a, b, c = scene.shapes
+    a.alpha_max = 0.4
+    a.stroke = torch.tensor([0.0, 0.0, 0.0, 0.38])
+    b.stroke = torch.tensor([0.8, 0.1, 0.1, 0.38])
+    c.fixed_paints = ["fill"]
+    c.stroke, c.stroke_width = torch.tensor([0.2, 0.2, 0.2, 0.5]), torch.tensor(2.0)
+    fill0 = c.fill.clone()
+
+    def loss_fn(image):
+        return image.mean() * 1e3  # darker is better: alphas and ink push up
+
+    result = optimize(scene, loss_fn, iters=6, max_width=5.0)
+    a, b, c = result.scene.shapes
+    assert float(a.stroke[3]) <= 0.4 + 1e-7 and float(b.stroke[3]) > 0.4  # b has no cap
+    assert torch.equal(c.fill, fill0)
+    assert float(c.stroke[3]) > 0.5 and float(c.stroke_width) > 2.0

@@ -144,3 +144,17 @@ def test_stroke_style_keys_are_optional_validated_and_round_trip():
                      ("stroke_dasharray", [0, 0]), ("stroke_dasharray", [-1, 2]), ("stroke_dashoffset", float("nan"))]:
         with pytest.raises(SceneError, match=key):
             Scene.from_dict(dict(base, shapes=[dict(base["shapes"][0], **{key: bad})]))
+
+
+def test_paint_limits_are_optional_validated_and_round_trip():
+    base = {"format": "clipdraw-scene", "version": 1, "width": 10, "height": 10, "shapes": [
+        {"subpaths": [{"points": [[0, 0], [1, 1], [2, 2], [3, 3]], "closed": False}],
+         "stroke": [0, 0, 0, 0.5], "stroke_width": 2, "fill": None}]}
+    plain = Scene.from_dict(base).shapes[0]
+    assert plain.alpha_max == 1.0 and plain.fixed_paints == []
+    limited = dict(base["shapes"][0], alpha_max=0.5, fixed_paints=["stroke"])
+    again = Scene.from_dict(Scene.from_dict(dict(base, shapes=[limited])).to_dict()).shapes[0]
+    assert (again.alpha_max, again.fixed_paints) == (0.5, ["stroke"])
+    for key, bad in [("alpha_max", 1.5), ("alpha_max", "x"), ("fixed_paints", ["outline"]), ("fixed_paints", "fill")]:
+        with pytest.raises(SceneError, match=key):
+            Scene.from_dict(dict(base, shapes=[dict(base["shapes"][0], **{key: bad})]))

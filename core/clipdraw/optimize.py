@@ -120,7 +120,8 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
       CLIPDraw's points-lr drops (x0.4 at 50%, x0.1 at 75%).
     - render_size: (width, height) to render at, if not the scene's own (the renderer scales).
     After each step stroke widths are clamped to [1, max_width] (a given width under 1 may stay
-    down to what it was) and colours to [0, 1].
+    down to what it was) and colours to [0, 1] (alpha to each shape's alpha_max; its
+    fixed_paints keep their colour).
     """
     from .render import render
 
@@ -175,6 +176,11 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
 
     # Widths are clamped to [1, max_width], except that a given hairline may stay as thin as drawn.
     min_width = packed["widths"].detach().clamp(max=1.0)  # [S]
+    # Colours are clamped to [0, 1], alpha to the shape's alpha_max; fixed paints keep their colour.
+    color_max = torch.ones_like(packed["colors"])  # [C, 4]
+    color_max[:, 3] = torch.tensor([sh.alpha_max for sh, _ in paints], device=device)
+    fixed = torch.tensor([attr in sh.fixed_paints for sh, attr in paints], dtype=torch.bool, device=device)  # [C]
+    color0 = packed["colors"].detach().clone()  # [C, 4]
     best = {k: t.detach().clone() for k, t in packed.items()}
     best_loss = float("inf")
     bg = background_rgb(scene)
@@ -209,7 +215,8 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
                 if "widths" not in lock:
                     packed["widths"].copy_(torch.maximum(packed["widths"], min_width).clamp_(max=max_width))
                 if "colors" not in lock:
-                    packed["colors"].clamp_(0.0, 1.0)
+                    packed["colors"].clamp_(min=0.0).copy_(torch.minimum(packed["colors"], color_max))
+                    packed["colors"][fixed] = color0[fixed]
         done = it + 1
         if callback is not None:
             callback(Progress(done, iters, value, best_loss, time.perf_counter() - start, time_limit,

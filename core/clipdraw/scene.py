@@ -23,6 +23,12 @@ LINEJOINS = ("round", "miter", "bevel")
 # solid. to_dict writes them only where they differ, so version-1 scenes round-trip unchanged.
 STROKE_STYLE_DEFAULTS = {"stroke_linecap": "round", "stroke_linejoin": "round",
                          "stroke_miterlimit": 4.0, "stroke_dasharray": None, "stroke_dashoffset": 0.0}
+# Optional limits on what the optimizer may do to a shape's paints, for shapes from a document:
+# alpha_max caps both paints' alpha (the opacity of the element and its groups, which the
+# document multiplies in); fixed_paints ("stroke", "fill") keep their colour (a gradient, a
+# pattern or currentColor stands there, which a flat colour must not replace).
+PAINT_LIMIT_DEFAULTS = {"alpha_max": 1.0, "fixed_paints": []}
+PAINTS = ("stroke", "fill")
 
 
 class SceneError(ValueError):
@@ -53,6 +59,8 @@ class Shape:
     stroke_miterlimit: float = 4.0  # SVG's: a miter longer than this x the width becomes a bevel
     stroke_dasharray: Optional[list[float]] = None  # canvas pixels, on/off lengths; None = solid
     stroke_dashoffset: float = 0.0
+    alpha_max: float = 1.0
+    fixed_paints: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -201,7 +209,18 @@ def _shape_from_dict(s, i: int, device) -> Shape:
         fill_rule=fill_rule,
         id=sid,
         **_stroke_style_from_dict(s, name),
+        **_paint_limits_from_dict(s, name),
     )
+
+
+def _paint_limits_from_dict(s: dict, name: str) -> dict:
+    (alpha_max,) = _finite_numbers([s.get("alpha_max", 1.0)], f"{name}: alpha_max")
+    if not 0.0 <= alpha_max <= 1.0:
+        raise SceneError(f"{name}: alpha_max: must lie in 0..1, got {alpha_max!r}")
+    fixed = s.get("fixed_paints", [])
+    if not isinstance(fixed, list) or any(p not in PAINTS for p in fixed):
+        raise SceneError(f"{name}: fixed_paints: a list of {PAINTS}, got {fixed!r}")
+    return dict(alpha_max=alpha_max, fixed_paints=list(fixed))
 
 
 def _stroke_style_from_dict(s: dict, name: str) -> dict:
@@ -260,7 +279,8 @@ def _shape_to_dict(shape: Shape) -> dict:
         "stroke_width": float(shape.stroke_width.detach()),
         "fill": _floats(shape.fill),
         "fill_rule": shape.fill_rule,
-        **{k: getattr(shape, k) for k, v in STROKE_STYLE_DEFAULTS.items() if getattr(shape, k) != v},
+        **{k: getattr(shape, k) for k, v in {**STROKE_STYLE_DEFAULTS, **PAINT_LIMIT_DEFAULTS}.items()
+           if getattr(shape, k) != v},
     }
 
 
