@@ -16,7 +16,7 @@ class Draw(inkex.EffectExtension):
         pars.add_argument("--negative", default="", help="negative prompts, separated by ;")
         pars.add_argument("--mode", default="auto", choices=["auto", "refine", "add", "new"])
         pars.add_argument("--strokes", type=int, default=256, help="new strokes (add / new drawing)")
-        pars.add_argument("--max_width", type=float, default=10.0, help="canvas pixels")
+        pars.add_argument("--max_width", type=float, default=20.0, help="full SVG width, canvas pixels")
         pars.add_argument("--fidelity", type=float, default=1.0)
         pars.add_argument("--lock_colors", type=inkex.Boolean, default=False)
         pars.add_argument("--lock_widths", type=inkex.Boolean, default=False)

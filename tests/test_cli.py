@@ -41,7 +41,8 @@ def test_draw_writes_svg_png_scene_and_frames(tiny_model, tmp_path):
     assert all("stroke-linecap:round" in p.get("style") and "stroke-linejoin:round" in p.get("style")
                for p in paths)
     scene = Scene.load(tmp_path / "cat.json")
-    assert len(scene.shapes) == 5 and all(1 <= float(s.stroke_width) <= 8 for s in scene.shapes)
+    # CLIPDraw's 2 px floor, for a 224 canvas, scaled to this 64 px one
+    assert len(scene.shapes) == 5 and all(2 * 64 / 224 - 1e-6 <= float(s.stroke_width) <= 8 for s in scene.shapes)
     from PIL import Image
 
     assert Image.open(tmp_path / "cat.png").size == (64, 64)
@@ -101,6 +102,33 @@ def test_bad_arguments_exit_2_with_one_clear_line(args, message, tmp_path, monke
     assert code == 2, err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl+C reaches a POSIX process")
+def test_ctrl_c_writes_the_drawing_so_far(tiny_model, tmp_path):
+    import signal
+    import time
+
+    frames = tmp_path / "frames"
+    proc = subprocess.Popen([sys.executable, "-m", "clipdraw", "draw", "a cat", "-o", str(tmp_path / "cat.svg"),
+                             "--scene", str(tmp_path / "cat.json"), "--paths", "4", "--size", "64",
+                             "--iters", "100000", "--frames", str(frames), "--frame-every", "1",
+                             *model_args(tiny_model)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (frames / "frame_0002.png").exists():  # the loop is running
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    m = re.search(r"interrupted: wrote the result after (\d+) of 100000 iterations to .*cat.svg", err)
+    assert m and 2 <= int(m.group(1)) < 100000, err
+    assert "Traceback" not in err
+    assert len(ET.parse(tmp_path / "cat.svg").getroot().findall(f"{SVG_NS}path")) == 4
+    assert len(Scene.load(tmp_path / "cat.json").shapes) == 4
 
 
 def test_unreadable_weights_exit_2(tiny_model, tmp_path):

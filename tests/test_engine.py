@@ -46,7 +46,7 @@ def test_draw_request_gives_a_scene_and_progress(tiny_model):
     assert [s["id"] for s in reply["shapes"]] == ["path12", "path13", None, None, None]
     assert reply["shapes"][0]["stroke"] == [0, 0, 0, 1]  # locked colours
     assert reply["shapes"][1]["fill"] == pytest.approx(BLOB["fill"], abs=1e-7)
-    assert all(1 <= s["stroke_width"] <= 10 for s in reply["shapes"][2:])
+    assert all(2 * 64 / 224 - 1e-6 <= s["stroke_width"] <= 10 for s in reply["shapes"][2:])  # 2 px at 224
     assert events[0]["event"] == "status"
     progress = [e for e in events if e["event"] == "progress"]
     assert progress and progress[-1]["iteration"] == 4 and progress[-1]["iterations"] == 4
@@ -107,7 +107,7 @@ def test_unreadable_model_file_is_a_bad_request(tiny_model, tmp_path):
 
 def test_parse_request_defaults_are_those_of_draw():
     req = parse_request({"scene": canvas(), "prompt": "a cat"})
-    assert (req["iters"], req["max_width"], req["fidelity"], req["augmentations"], req["seed"]) == (1000, 50.0, 1.0, 4, 0)
+    assert (req["iters"], req["max_width"], req["fidelity"], req["augmentations"], req["seed"]) == (1000, 100.0, 1.0, 4, 0)
     assert req["paths"] is None and req["time_limit"] is None and req["lock"] == [] and req["device"] == "auto"
     assert parse_request({"scene": canvas(), "prompt": "x", "time_limit": 0})["time_limit"] is None
     with pytest.raises(RequestError):

@@ -70,6 +70,19 @@ def test_negatives_add_their_weighted_similarity(tiny_clip):
     assert torch.allclose(neg - plain, 0.3 * sim, atol=1e-5)
 
 
+def test_each_negative_counts_in_full(tiny_clip):
+    """CLIPDraw sums the negatives: [N, N] at 0.3 is [N] at 0.6, and a second negative adds its own."""
+    img = checker()
+
+    def loss(negatives, weight):
+        return ClipLoss(tiny_clip, ["a cat"], negatives, weight, generator=torch.Generator().manual_seed(5))(img)
+
+    assert torch.allclose(loss(["a dog", "a dog"], 0.3), loss(["a dog"], 0.6), atol=1e-6)
+    both = loss(["a dog", "a blurry photo"], 0.3)
+    parts = loss(["a dog"], 0.3) + loss(["a blurry photo"], 0.3) - loss([], 0.3)
+    assert torch.allclose(both, parts, atol=1e-6)
+
+
 def test_image_prompt_pulls_toward_its_own_embedding(tiny_clip):
     img = checker()
     loss = ClipLoss(tiny_clip, image_prompts=[img], augmentations=2,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -148,7 +150,10 @@ def check_outputs(args) -> None:
 
 
 class ProgressBar:
-    """The callback of `draw` and `trace`: a tqdm bar, frames, and CLIP's top labels now and then."""
+    """The callback of `draw` and `trace`: a tqdm bar, frames, and CLIP's top labels now and then.
+
+    While it is open, Ctrl+C asks the loop to stop after the current iteration (the caller then
+    writes the current result); a second Ctrl+C aborts at once."""
 
     def __init__(self, iters, frames=None, frame_every=10, clip=None, labels_every=0):
         from tqdm import tqdm
@@ -157,12 +162,23 @@ class ProgressBar:
         self.frames, self.frame_every = frames, frame_every
         self.clip, self.labels_every = clip, labels_every
         self.first_loss = None
+        self.stop = False
+        self.previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.interrupt)
 
-    def __call__(self, p) -> None:
+    def interrupt(self, signum, frame) -> None:
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        self.bar.write("Ctrl+C: stopping after this iteration to write the result so far "
+                       "(Ctrl+C again to quit without writing)", file=sys.stderr)
+
+    def __call__(self, p) -> bool:
         if self.first_loss is None:
             self.first_loss = p.loss
         self.bar.total = p.iterations
-        self.bar.set_postfix(loss=f"{p.loss:.4f}", best=f"{p.best_loss:.4f}", refresh=False)
+        self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         self.bar.update(p.iteration - self.bar.n)
         if self.frames and (p.iteration % self.frame_every == 0 or p.iteration == 1):
             save_png(p.image, Path(self.frames) / f"frame_{p.iteration:04d}.png")
@@ -172,9 +188,23 @@ class ProgressBar:
             top = top_labels(self.clip, p.image)[:5]  # the shipped nouns
             self.bar.write(f"iteration {p.iteration}: " + ", ".join(f"{l} {v:.1%}" for l, v in top),
                            file=sys.stderr)
+        return self.stop
 
     def close(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
         self.bar.close()
+
+
+def finish(result, args) -> int:
+    """Write the result; the exit status: 130 (and a line saying so) when Ctrl+C stopped the run."""
+    write_outputs(result.scene, args)
+    if not result.stopped:
+        return 0
+    print(f"interrupted: wrote the result after {result.iterations} of {args.iters} iterations "
+          f"to {args.output}", file=sys.stderr)
+    return 130
 
 
 # ---- draw -------------------------------------------------------------------------------------
@@ -189,9 +219,12 @@ def add_draw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paths", type=whole, metavar="N", help="new random strokes (default: 256 without --init, 0 with)")
     p.add_argument("--iters", type=positive_int, default=1000, metavar="N", help="iterations (default 1000)")
     p.add_argument("--time-limit", type=non_negative, default=0.0, metavar="S", help="stop after this many seconds "
-                   "and keep the best result so far; the lr schedule follows whichever of iterations "
-                   "and time runs out first (default 0 = no limit)")
-    p.add_argument("--max-width", type=at_least_one, default=50.0, metavar="PX", help="widest stroke in px (default 50)")
+                   "with the drawing as it is then; the lr schedule follows whichever of iterations "
+                   "and time runs out first (default 0 = no limit). Ctrl+C also stops and writes it")
+    p.add_argument("--max-width", type=at_least_one, default=100.0, metavar="PX",
+                   help="widest stroke, full SVG width in canvas px (default 100: CLIPDraw's max_width 50 "
+                   "is diffvg's half width). Strokes start 2 px wide and are kept at least 2 px "
+                   "(both for a 224 px canvas, scaled with it)")
     p.add_argument("--size", type=positive_int, default=224, metavar="PX", help="canvas size without --init (default 224)")
     p.add_argument("--seed", type=whole, default=0, metavar="N", help="random seed (default 0; runs on a CPU repeat exactly)")
     p.add_argument("--negative", action="append", default=[], metavar="TEXT", help="a negative prompt (repeatable)")
@@ -211,7 +244,7 @@ def add_draw_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
 
 
-def run_draw(args) -> None:
+def run_draw(args) -> int:
     from .optimize import draw
 
     if not args.prompt.strip() and not args.image_prompt:
@@ -235,9 +268,11 @@ def run_draw(args) -> None:
                       time_limit=args.time_limit, size=args.size, callback=bar)
     finally:
         bar.close()
-    write_outputs(result.scene, args)
-    print(f"{result.iterations} iterations in {result.elapsed:.1f} s, best loss {result.loss:.4f}: "
+    if finish(result, args):
+        return 130
+    print(f"{result.iterations} iterations in {result.elapsed:.1f} s, last loss {result.loss:.4f}: "
           f"wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 # ---- score ------------------------------------------------------------------------------------
@@ -297,7 +332,7 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
 
 
-def run_trace(args) -> None:
+def run_trace(args) -> int:
     import torch.nn.functional as F
 
     from .models import pick_device
@@ -326,10 +361,12 @@ def run_trace(args) -> None:
                        time_limit=args.time_limit, callback=bar, device=device)
     finally:
         bar.close()
-    write_outputs(result.scene, args)
+    if finish(result, args):
+        return 130
     error = float((picture(result.scene).cpu() - target).square().mean())
     print(f"L2 error (mean squared, 0..1 colours): {bar.first_loss:.5f} at the start, {error:.5f} "
           f"at the end: wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 # ---- engine -----------------------------------------------------------------------------------
@@ -381,7 +418,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (UsageError, SceneError, ModelFileError) as e:
         print(f"clipdraw {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -391,7 +428,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"clipdraw {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def _optional_string(req, key):
 
 def parse_request(req) -> dict:
     """Check a request and fill in the defaults of `clipdraw draw`; RequestError if it is wrong."""
-    from .optimize import LOCKABLE
+    from .optimize import LOCKABLE, MAX_WIDTH
     from .scene import Scene, SceneError
 
     if not isinstance(req, dict):
@@ -104,7 +104,7 @@ def parse_request(req) -> dict:
         paths=_number(req, "paths", None, low=0, integer=True, nullable=True),
         iters=_number(req, "iters", 1000, low=0, integer=True),
         time_limit=_number(req, "time_limit", None, low=0, nullable=True) or None,
-        max_width=_number(req, "max_width", 50.0, low=1),
+        max_width=_number(req, "max_width", MAX_WIDTH, low=1),
         fidelity=_number(req, "fidelity", 1.0, low=0),
         lock=lock,
         seed=_number(req, "seed", 0, integer=True, nullable=True),
@@ -150,7 +150,7 @@ def run(req: dict) -> dict:
                   seed=req["seed"], augmentations=req["augmentations"],
                   time_limit=req["time_limit"], callback=progress)
     emit("status", message=f"done: {result.iterations} iterations in {result.elapsed:.1f} s, "
-                           f"best loss {result.loss:.4f}")
+                           f"last loss {result.loss:.4f}")
     return result.scene.to_dict()
 
 

@@ -3,7 +3,7 @@
 The loss of CLIPDraw (Frans et al., 2021): n augmented copies of the render (random perspective,
 distortion 0.5, white fill; random resized crop, scale 0.7-0.9, back to the model's input size;
 CLIP normalisation), and minus the mean cosine similarity between the copies' embeddings and the
-prompt's; negative prompts add +weight x their similarity. Models are loaded by models.py.
+prompt's; each negative prompt adds +weight x its similarity (a sum over the negatives). Models are loaded by models.py.
 """
 from __future__ import annotations
 
@@ -85,10 +85,11 @@ def augment(image: torch.Tensor, n: int, size: int, generator: Optional[torch.Ge
 
 
 class ClipLoss:
-    """loss(image [H, W, 3]) = -mean cos(copies, targets) + negative_weight * mean cos(copies, negatives).
+    """loss(image [H, W, 3]) = -mean cos(copies, targets) + negative_weight * sum over negatives of
+    mean cos(copies, negative).
 
-    Targets are the prompts' text embeddings and/or image prompts' embeddings; the mean is over the
-    augmented copies and the targets."""
+    Targets are the prompts' text embeddings and/or image prompts' embeddings; the means are over
+    the augmented copies (and the targets). Each negative counts in full, as in CLIPDraw."""
 
     def __init__(self, clip: Clip, prompts: Sequence[str] = (), negatives: Sequence[str] = (),
                  negative_weight: float = 0.3, augmentations: int = 4,
@@ -118,7 +119,7 @@ class ClipLoss:
             f = self.clip.encode_image(copies)  # [n, D]
         loss = -(f @ self.targets.T).mean()
         if self.negatives is not None:
-            loss = loss + self.negative_weight * (f @ self.negatives.T).mean()
+            loss = loss + self.negative_weight * (f @ self.negatives.T).mean(0).sum()
         return loss
 
 

@@ -14,7 +14,14 @@ import torch
 from .scene import Scene, Shape, Subpath
 
 LOCKABLE = ("points", "widths", "colors")
-CLIPDRAW_LR = {"points": 1.0, "widths": 0.1, "colors": 0.01}  # points lr in px at a 224 canvas
+# CLIPDraw's numbers in this project's units: lengths are px of a 224 px canvas (they scale with
+# the canvas) and widths are full SVG widths, twice diffvg's half widths (CLIPDraw: lr 0.1, start
+# and floor 1.0, max_width 50).
+CLIPDRAW_LR = {"points": 1.0, "widths": 0.2, "colors": 0.01}
+START_WIDTH = 2.0  # new strokes' width
+MIN_WIDTH = 2.0  # the floor of the widths' clamp (a given thinner stroke may stay as drawn)
+MAX_WIDTH = 100.0  # CLIPDraw's max_width (not scaled: the user's number, in canvas px)
+REFERENCE_SIZE = 224
 FIDELITY_SCALE = 0.1  # moving every point by this fraction of the canvas costs `fidelity`
 
 
@@ -24,8 +31,7 @@ class Progress:
 
     iteration: int  # iterations done, 1..iterations
     iterations: int
-    loss: float  # this iteration's loss (before its step)
-    best_loss: float
+    loss: float  # this iteration's loss (of the parameters before its step)
     elapsed: float  # seconds since the loop started
     time_limit: Optional[float]
     image: torch.Tensor  # [H, W, 3] this iteration's render, detached
@@ -34,22 +40,26 @@ class Progress:
 
 @dataclass
 class Result:
-    scene: Scene  # the best scene seen (lowest loss), detached
-    loss: float
+    scene: Scene  # the final iterate, detached
+    loss: float  # the last iteration's loss (of the parameters before the last step); nan if none
     iterations: int
     elapsed: float
+    stopped: bool = False  # the callback asked to stop before `iters` (e.g. Ctrl+C)
 
 
 # ---- initialisation ---------------------------------------------------------------------------
 
 
 def random_strokes(n: int, width: int, height: int, generator: Optional[torch.Generator] = None,
-                   stroke_width: float = 2.0, colours: Optional[torch.Tensor] = None,
+                   stroke_width: Optional[float] = None, colours: Optional[torch.Tensor] = None,
                    device=None) -> list[Shape]:
     """CLIPDraw's random strokes: 1-3 cubic segments; the start uniform on the canvas, each next
-    control point the previous plus a uniform offset of +-0.05 of the canvas per axis; random RGBA.
+    control point the previous plus a uniform offset of +-0.05 of the canvas per axis; random RGBA;
+    `stroke_width` px wide (default: CLIPDraw's START_WIDTH, scaled to the canvas).
     `colours` (float [H, W, 3]) instead picks each stroke's colour at its start, opaque (tracing)."""
     size = torch.tensor([width, height], dtype=torch.float32)
+    if stroke_width is None:
+        stroke_width = START_WIDTH * max(width, height) / REFERENCE_SIZE
     shapes = []
     for _ in range(n):
         segments = int(torch.randint(1, 4, (), generator=generator))
@@ -106,11 +116,12 @@ def picture(scene: Scene) -> torch.Tensor:
 
 
 def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iters: int = 1000,
-             max_width: float = 50.0, fidelity: float = 0.0, anchored: Optional[int] = None,
+             max_width: float = MAX_WIDTH, fidelity: float = 0.0, anchored: Optional[int] = None,
              lock: Sequence[str] = (), time_limit: Optional[float] = None,
-             callback: Optional[Callable[[Progress], None]] = None,
+             callback: Optional[Callable[[Progress], Optional[bool]]] = None,
              lr: Optional[dict] = None, render_size: Optional[tuple] = None) -> Result:
-    """Optimise `scene` in place under loss_fn(render [H, W, 3]) and return the best scene seen.
+    """Optimise `scene` in place under loss_fn(render [H, W, 3]); the result is the final iterate,
+    as in CLIPDraw (each step's loss is a noisy sample: the lowest one is no better a pick).
 
     - fidelity: weight of fidelity * mean over the first `anchored` shapes' points (default: all)
       of |p - p0|^2 / (0.1 * canvas)^2, pulling them back to where they started.
@@ -119,9 +130,12 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
       progress = max(iteration / iters, elapsed / time_limit), so a time-limited run still gets
       CLIPDraw's points-lr drops (x0.4 at 50%, x0.1 at 75%).
     - render_size: (width, height) to render at, if not the scene's own (the renderer scales).
-    After each step stroke widths are clamped to [1, max_width] (a given width under 1 may stay
-    down to what it was) and colours to [0, 1] (alpha to each shape's alpha_max; its
-    fixed_paints keep their colour).
+    - callback(Progress) after each iteration; returning True stops the run there.
+    - lr: Adam's rates per group, for a 224 px canvas (default CLIPDRAW_LR); the lengths (points,
+      widths) scale with the canvas size.
+    After each step stroke widths are clamped to [MIN_WIDTH, max_width] (MIN_WIDTH scaled with the
+    canvas; a given thinner stroke may stay as thin as drawn) and colours to [0, 1] (alpha to each
+    shape's alpha_max; its fixed_paints keep their colour).
     """
     from .render import render
 
@@ -133,7 +147,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     anchored = len(scene.shapes) if anchored is None else anchored
     time_limit = time_limit or None
 
-    # Adam, the clamps and the best-so-far copy work on three packed tensors, not on hundreds of
+    # Adam and the clamps work on three packed tensors, not on hundreds of
     # small ones (that per-tensor overhead cost more than the augmentations). Each iteration the
     # scene's tensors are rebound to views of them: one split/unbind whose backward is one cat.
     subpaths = [sp for sh in scene.shapes for sp in sh.subpaths]
@@ -163,8 +177,9 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     def bind(points, widths, colors) -> None:  # [P, 2], [S], [C, 4] -> the scene's tensors
         assign(points.split(sizes), widths.unbind(0), colors.unbind(0))
 
-    # CLIPDraw's rates are for a 224 canvas: points move in proportion to the canvas.
-    base_lr = {"points": lr["points"] * size / 224, "widths": lr["widths"], "colors": lr["colors"]}
+    # CLIPDraw's lengths are for a 224 canvas: points and widths move in proportion to the canvas.
+    scale = size / REFERENCE_SIZE
+    base_lr = {"points": lr["points"] * scale, "widths": lr["widths"] * scale, "colors": lr["colors"]}
     param_groups = [{"params": [t], "lr": base_lr[k], "name": k}
                     for k, t in packed.items() if t.requires_grad]
     opt = torch.optim.Adam(param_groups) if param_groups else None
@@ -174,17 +189,17 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     anchor0 = packed["points"][:n_anchor].detach().clone()  # [A, 2]: given shapes come first
     pull_scale = 1.0 / (FIDELITY_SCALE * size) ** 2
 
-    # Widths are clamped to [1, max_width], except that a given hairline may stay as thin as drawn.
-    min_width = packed["widths"].detach().clamp(max=1.0)  # [S]
+    # Widths are clamped to [floor, max_width], except that a given thinner stroke may stay as drawn.
+    min_width = packed["widths"].detach().clamp(max=MIN_WIDTH * scale)  # [S]
     # Colours are clamped to [0, 1], alpha to the shape's alpha_max; fixed paints keep their colour.
     color_max = torch.ones_like(packed["colors"])  # [C, 4]
     color_max[:, 3] = torch.tensor([sh.alpha_max for sh, _ in paints], device=device)
     fixed = torch.tensor([attr in sh.fixed_paints for sh, attr in paints], dtype=torch.bool, device=device)  # [C]
     color0 = packed["colors"].detach().clone()  # [C, 4]
-    best = {k: t.detach().clone() for k, t in packed.items()}
-    best_loss = float("inf")
     bg = background_rgb(scene)
     rw, rh = render_size or (scene.width, scene.height)
+    value = float("nan")
+    stopped = False
     start = time.perf_counter()
     done = 0
     for it in range(iters):
@@ -204,9 +219,6 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             drift = packed["points"][:n_anchor] - anchor0  # [A, 2]
             total = total + fidelity * pull_scale * drift.square().sum(-1).mean()
         value = float(total.detach())
-        if value < best_loss:  # these are the parameters that produced this loss
-            best_loss = value
-            best = {k: t.detach().clone() for k, t in packed.items()}
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -218,17 +230,17 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
                     packed["colors"].clamp_(min=0.0).copy_(torch.minimum(packed["colors"], color_max))
                     packed["colors"][fixed] = color0[fixed]
         done = it + 1
-        if callback is not None:
-            callback(Progress(done, iters, value, best_loss, time.perf_counter() - start, time_limit,
-                              image.detach(), scene))
+        if callback is not None and callback(Progress(done, iters, value, time.perf_counter() - start,
+                                                      time_limit, image.detach(), scene)):
+            stopped = done < iters
+            break
 
     elapsed = time.perf_counter() - start
-    if done == 0:  # a zero time budget: nothing was scored, return the scene as given
-        best_loss = float("nan")
     # The scene gets plain tensors of its own again (clones, so that nothing aliases the packs).
-    assign([t.clone() for t in best["points"].split(sizes)], [t.clone() for t in best["widths"].unbind(0)],
-           [t.clone() for t in best["colors"].unbind(0)])
-    return Result(scene=scene, loss=best_loss, iterations=done, elapsed=elapsed)
+    final = {k: t.detach() for k, t in packed.items()}
+    assign([t.clone() for t in final["points"].split(sizes)], [t.clone() for t in final["widths"].unbind(0)],
+           [t.clone() for t in final["colors"].unbind(0)])
+    return Result(scene=scene, loss=value, iterations=done, elapsed=elapsed, stopped=stopped)
 
 
 # ---- CLIPDraw and tracing ------------------------------------------------------------------------
@@ -242,7 +254,7 @@ def _prepare(scene: Optional[Scene], size: int, device) -> Scene:
 
 def draw(clip, prompt: str = "", scene: Optional[Scene] = None, *, negatives: Sequence[str] = (),
          negative_weight: float = 0.3, image_prompts: Sequence[torch.Tensor] = (),
-         paths: Optional[int] = None, iters: int = 1000, max_width: float = 50.0,
+         paths: Optional[int] = None, iters: int = 1000, max_width: float = MAX_WIDTH,
          fidelity: float = 1.0, lock: Sequence[str] = (), seed: Optional[int] = 0,
          augmentations: int = 4, time_limit: Optional[float] = None, size: int = 224,
          callback=None) -> Result:
