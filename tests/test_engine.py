@@ -1,13 +1,17 @@
 """`python -m clipdraw engine` as the Inkscape plugin runs it: a real subprocess, JSON in and out."""
+import base64
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
+from PIL import Image
 
-from clipdraw.engine import parse_request, RequestError
+from clipdraw.engine import PREVIEW_SIDE, RequestError, parse_request, png_base64
 from clipdraw.scene import Scene
 
 # A device this machine does not have (CUDA where there is none, else MPS, which Linux never has).
@@ -86,6 +90,7 @@ def test_score_request(tiny_model):
     (json.dumps({"scene": canvas(), "prompt": "a cat", "iters": "many"}), 2, "iters"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "lock": ["shapes"]}), 2, "lock"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "colour": 1}), 2, "unknown key 'colour'"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "preview": -1}), 2, "preview"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "pretrained": "/no/such/file.pt",
                  "model": "ViT-B-32-quickgelu"}), 2, "does not exist"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "device": UNAVAILABLE_DEVICE}), 2, "not available"),
@@ -112,3 +117,97 @@ def test_parse_request_defaults_are_those_of_draw():
     assert parse_request({"scene": canvas(), "prompt": "x", "time_limit": 0})["time_limit"] is None
     with pytest.raises(RequestError):
         parse_request({"scene": canvas(), "prompt": "x", "paths": 1.5})
+
+
+def start_engine(request, env=None):
+    """A live engine with stdin left open, as the plugin runs it: (process, events, finish), the
+    stderr events collected by a thread as they come; finish(timeout) waits for the exit and
+    returns the stdout text."""
+    proc = subprocess.Popen([sys.executable, "-m", "clipdraw", "engine"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    proc.stdin.write(json.dumps(request) + "\n")
+    proc.stdin.flush()
+    events, out = [], []
+    readers = [threading.Thread(target=lambda: events.extend(json.loads(l) for l in proc.stderr), daemon=True),
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+
+    def finish(timeout):
+        try:
+            proc.wait(timeout=timeout)
+            for reader in readers:
+                reader.join(timeout=10)
+        finally:
+            proc.kill()
+            proc.wait()
+        return out[0] if out else ""
+
+    return proc, events, finish
+
+
+def wait_for(events, proc, test, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while not any(test(e) for e in list(events)):
+        assert proc.poll() is None, f"the engine ended early: {events[-1:]}"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_preview_frames_come_from_the_first_iteration_on(tiny_model):
+    r, events = engine({"scene": canvas([STROKE, BLOB]), "prompt": "a cat", "iters": 5, "preview": 0,
+                        "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    frames = [e for e in events if e["event"] == "progress" and "png" in e]
+    assert [e["iteration"] for e in frames] == [1, 2, 3, 4, 5]  # preview 0: a picture every iteration
+    picture = Image.open(io.BytesIO(base64.b64decode(frames[0]["png"])))
+    assert picture.format == "PNG" and picture.size == (64, 64)  # the render CLIP sees: the canvas
+    rgb = picture.convert("RGB")
+    assert rgb.getpixel((10, 10)) != (255, 255, 255) and rgb.getpixel((0, 0)) == (255, 255, 255)  # stroke, paper
+
+
+def test_preview_every_s_seconds_and_no_pictures_unasked(tiny_model):
+    r, events = engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 30, "preview": 3600,
+                        "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    assert [e["iteration"] for e in events if "png" in e] == [1]  # the first soon, the next in an hour
+    r, events = engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 3,
+                        "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert not any("png" in e for e in events)
+
+
+def test_preview_pictures_are_at_most_512_px():
+    picture = Image.open(io.BytesIO(base64.b64decode(png_base64(torch.rand(600, 900, 3)))))
+    assert picture.size == (PREVIEW_SIDE, round(600 * PREVIEW_SIDE / 900))
+
+
+def test_stop_ends_the_run_with_the_current_result(tiny_model):
+    proc, events, finish = start_engine({"scene": canvas([STROKE]), "prompt": "a cat", "paths": 3,
+                                         "iters": 100000, "preview": 0.5,
+                                         "model": tiny_model[0], "pretrained": tiny_model[1]})
+    wait_for(events, proc, lambda e: e.get("iteration", 0) >= 3)
+    proc.stdin.write('{"command": "stop"}\n')
+    proc.stdin.flush()
+    out = finish(timeout=60)  # stdin stays open: the stop alone ends it
+    assert proc.returncode == 0
+    reply = json.loads(out)
+    assert [s["id"] for s in reply["shapes"]] == ["path12", None, None, None]
+    assert reply["shapes"][0]["subpaths"] != STROKE["subpaths"]  # the drawing so far, not the one given
+    progress = [e for e in events if e["event"] == "progress"]
+    done = progress[-1]["iteration"]
+    assert 3 <= done < 100000
+    assert events[-1]["event"] == "status" and events[-1]["message"].startswith(f"stopped: {done} iterations")
+
+
+def test_end_of_stdin_is_not_a_stop_and_unknown_commands_are_ignored(tiny_model):
+    proc, events, finish = start_engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 40,
+                                         "model": tiny_model[0], "pretrained": tiny_model[1]})
+    proc.stdin.write('{"command": "pause"}\n')
+    proc.stdin.close()  # what a plugin that knows no commands does
+    out = finish(timeout=300)
+    assert proc.returncode == 0 and json.loads(out)["format"] == "clipdraw-scene"
+    assert [e for e in events if e["event"] == "progress"][-1]["iteration"] == 40
+    assert any("pause" in e.get("message", "") for e in events)

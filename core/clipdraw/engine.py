@@ -1,30 +1,42 @@
-"""`clipdraw engine`: one JSON request on stdin, one JSON reply on stdout, JSON lines on stderr.
+"""`clipdraw engine`: a JSON request as the first line of stdin, one JSON reply on stdout, JSON
+lines on stderr.
 
 The Inkscape plugin's side of the boundary (docs/engine-protocol.md). Nothing but the reply goes
 to stdout and nothing but JSON lines to stderr, whatever happens: every failure ends as one
-{"event": "error"} line and exit status 2 (a bad request) or 1 (anything else).
+{"event": "error"} line and exit status 2 (a bad request) or 1 (anything else). stdin stays open
+after the request for commands: {"command": "stop"} ends a drawing after its current iteration.
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
+import os
 import sys
+import threading
 import time
 import warnings
 
 DRAW_KEYS = {"command", "scene", "prompt", "negative", "negative_weight", "paths", "iters",
              "time_limit", "max_width", "fidelity", "lock", "seed", "augmentations", "model",
-             "pretrained", "device"}
+             "pretrained", "device", "preview"}
 SCORE_KEYS = {"command", "scene", "labels", "top", "model", "pretrained", "device"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PREVIEW_SIDE = 512  # the longest side of a preview picture
 
 
 class RequestError(ValueError):
     """A request that does not follow the protocol: exit status 2."""
 
 
+_EMITTING = threading.Lock()  # the command listener emits too: one whole line at a time
+
+
 def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+    with _EMITTING:
+        sys.stderr.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stderr.flush()
 
 
 # ---- request validation -------------------------------------------------------------------------
@@ -109,15 +121,67 @@ def parse_request(req) -> dict:
         lock=lock,
         seed=_number(req, "seed", 0, integer=True, nullable=True),
         augmentations=_number(req, "augmentations", 4, low=1, integer=True),
+        preview=_number(req, "preview", None, low=0, nullable=True),
     )
     return out
+
+
+# ---- stdin: the request, then commands ------------------------------------------------------
+
+
+def stdin_lines(fd: int):
+    """The lines of stdin (bytes, without the newline), read straight from its file descriptor: a
+    thread left blocked in this read at exit holds none of the locks that sys.stdin's buffer would,
+    which the interpreter needs to shut down."""
+    pending = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            if any(pending):
+                yield b"".join(pending)
+            return
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            yield b"".join(pending) + part
+            pending = []
+        pending.append(rest)
+
+
+def listen(lines, stop: threading.Event) -> None:
+    """Carry out the commands that follow the request. End of stdin is not a stop: old plugins
+    close it right after the request."""
+    for raw in lines:
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            continue
+        try:
+            command = json.loads(text).get("command")
+        except (ValueError, AttributeError):
+            command = None
+        if command == "stop":
+            stop.set()
+        else:
+            emit("status", message=f"ignored a line that is not a command this engine knows: {text[:200]}")
+
+
+def png_base64(image) -> str:
+    """A float [H, W, 3] image in 0..1 as a base64 PNG at most PREVIEW_SIDE px on its longest side."""
+    from PIL import Image
+
+    array = (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
+    picture = Image.fromarray(array, "RGB")
+    picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # only ever shrinks
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # ---- running ---------------------------------------------------------------------------------
 
 
-def run(req: dict) -> dict:
-    """Carry out a parsed request; the reply object."""
+def run(req: dict, stop: threading.Event | None = None) -> dict:
+    """Carry out a parsed request; the reply object. Setting `stop` ends a drawing after the
+    iteration under way, with the result so far."""
     from .guidance import top_labels
     from .models import load_clip, pick_device, resolve
     from .optimize import draw, picture
@@ -135,22 +199,32 @@ def run(req: dict) -> dict:
         return {"labels": [{"label": l, "probability": p} for l, p in top]}
 
     emit("status", message=f"drawing \"{req['prompt']}\"")
+    stop = stop or threading.Event()
     last = [0.0]
+    shown = [None]  # when the last preview picture went out
 
     def progress(p):
         now = time.perf_counter()
-        if now - last[0] >= 0.25 or p.iteration == p.iterations:  # a few lines a second at most
+        stopping = stop.is_set()
+        frame = req["preview"] is not None and (shown[0] is None or now - shown[0] >= req["preview"])
+        # a few lines a second at most, but always the last one and each picture
+        if frame or stopping or now - last[0] >= 0.25 or p.iteration == p.iterations:
             last[0] = now
+            picture_field = {}
+            if frame:
+                shown[0] = now
+                picture_field["png"] = png_base64(p.image)
             emit("progress", iteration=p.iteration, iterations=p.iterations, loss=round(p.loss, 5),
-                 elapsed=round(p.elapsed, 2), time_limit=p.time_limit)
+                 elapsed=round(p.elapsed, 2), time_limit=p.time_limit, **picture_field)
+        return stopping
 
     result = draw(clip, req["prompt"], req["scene"], negatives=req["negative"],
                   negative_weight=req["negative_weight"], paths=req["paths"], iters=req["iters"],
                   max_width=req["max_width"], fidelity=req["fidelity"], lock=req["lock"],
                   seed=req["seed"], augmentations=req["augmentations"],
                   time_limit=req["time_limit"], callback=progress)
-    emit("status", message=f"done: {result.iterations} iterations in {result.elapsed:.1f} s, "
-                           f"last loss {result.loss:.4f}")
+    emit("status", message=f"{'stopped' if result.stopped else 'done'}: {result.iterations} iterations "
+                           f"in {result.elapsed:.1f} s, last loss {result.loss:.4f}")
     return result.scene.to_dict()
 
 
@@ -166,13 +240,17 @@ def main(stdin=None, stdout=None) -> int:
         emit("error", message=f"the engine cannot start: {type(e).__name__}: {e}")
         return 1
     try:
-        text = stdin.read()
+        lines = stdin_lines(stdin.fileno())
+        text = next(lines, b"").decode("utf-8", "replace")
         try:
             request = json.loads(text)
         except json.JSONDecodeError as e:
             raise RequestError(f"the request is not valid JSON ({e.msg} at line {e.lineno}, "
-                               f"column {e.colno})") from None
-        reply = run(parse_request(request))
+                               f"column {e.colno}); it is the first line of stdin") from None
+        request = parse_request(request)
+        stop = threading.Event()
+        threading.Thread(target=listen, args=(lines, stop), daemon=True).start()
+        reply = run(request, stop)
     except (RequestError, SceneError, ModelFileError) as e:
         emit("error", message=_sentence(e))
         return 2
