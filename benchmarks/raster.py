@@ -1,8 +1,15 @@
 """Rasterizer speed: forward and forward+backward for CLIPDraw's random strokes, with CLIP as the yardstick.
 
-    python benchmarks/raster.py            # 16/64/256/1024 strokes at 224x224 and 512x512
+    python benchmarks/raster.py            # 16/64/256/1024 strokes at 224x224 and 512x512, then
+                                           # the width table and the 2048 px page
     python benchmarks/raster.py --quick    # fewer runs, 224x224 only
     python benchmarks/raster.py --device cuda --backend native
+
+The width table times 256 strokes at 224 whose full widths are 2 px, uniform in [2, 20] and
+[2, 50] px, 100 px, and the widths a default `clipdraw draw` run ended with
+(benchmarks/end_of_run_widths.json, see its "source"). The page row is one forward render at
+2048x2048 of 10 page-sized filled shapes under 256 strokes (widths uniform in [2, 20] px at 224,
+so 18 to 183 px there): a large document through `score` or `--png`.
 
 The (best) column is the fastest forward+backward run: on a shared machine it shows what the
 code does when it has the cores. Every (size, strokes) row runs in a fresh subprocess so that its peak memory is its own: on CPU
@@ -88,22 +95,60 @@ def _rss_peak() -> int:
     return r if sys.platform == "darwin" else r * 1024
 
 
-def measure_render(size: int, strokes: int, device: str, backend: str, warmup: int, repeats: int) -> dict:
+END_OF_RUN = ROOT / "benchmarks" / "end_of_run_widths.json"
+WIDTHS = {"2": (2.0, 2.0), "2-20": (2.0, 20.0), "2-50": (2.0, 50.0), "100": (100.0, 100.0)}
+
+
+def stroke_widths(spec: str, n: int) -> torch.Tensor:
+    """Full widths at 224 px: a WIDTHS key (uniform between its bounds) or "end" (a real run's)."""
+    if spec == "end":
+        widths = torch.tensor(json.loads(END_OF_RUN.read_text())["widths"], dtype=torch.float32)
+        return widths[torch.arange(n) % widths.shape[0]]
+    lo, hi = WIDTHS[spec]
+    return lo + (hi - lo) * torch.rand(n, generator=torch.Generator().manual_seed(2))
+
+
+def page_shapes(n: int, size: int) -> list:
+    """n filled closed curves, each about the page's size (radii 0.3 to 0.7 of it), random RGBA."""
+    from clipdraw.scene import Shape, Subpath
+
+    g = torch.Generator().manual_seed(3)
+    shapes = []
+    for _ in range(n):
+        centre = (0.4 + 0.2 * torch.rand(2, generator=g)) * size
+        angles = torch.linspace(0, 2 * torch.pi, 13)[:12] + torch.rand((), generator=g)
+        radius = (0.3 + 0.4 * torch.rand(12, 1, generator=g)) * size
+        points = centre + radius * torch.stack([angles.cos(), angles.sin()], -1)  # [12, 2]: 4 segments
+        shapes.append(Shape([Subpath(points, closed=True)], torch.tensor(0.0), fill=torch.rand(4, generator=g)))
+    return shapes
+
+
+def measure_render(size: int, strokes: int, device: str, backend: str, warmup: int, repeats: int,
+                   widths: str = "2", page: int = 0) -> dict:
+    """size: the render's size; widths: a stroke_widths spec; page: that many page-sized fills under
+    the strokes, the scene drawn at 224 and rendered forward only at `size` (no backward)."""
     from clipdraw.render import render
     from clipdraw.scene import Scene
 
     dev = torch.device(device)
     # DESIGN.md's random init, drawn at that canvas size (the same strokes as `clipdraw draw` starts from)
-    scene = Scene(size, size, random_strokes(strokes, size, size, torch.Generator().manual_seed(0))).to(dev)
+    canvas = 224 if page else size
+    shapes = random_strokes(strokes, canvas, canvas, torch.Generator().manual_seed(0))
+    if widths != "2":
+        for shape, w in zip(shapes, stroke_widths(widths, strokes) * canvas / 224):
+            shape.stroke_width = w.clone()
+    scene = Scene(canvas, canvas, page_shapes(page, canvas) + shapes).to(dev)
     leaves = []
     for shape in scene.shapes:
         for sp in shape.subpaths:
             leaves.append(sp.points.requires_grad_(True))
-        leaves += [shape.stroke_width.requires_grad_(True), shape.stroke.requires_grad_(True)]
+        leaves += [shape.stroke_width.requires_grad_(True)]
+        leaves += [c.requires_grad_(True) for c in (shape.stroke, shape.fill) if c is not None]
     weights = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1)).to(dev)
 
     def forward():
-        render(scene, backend=backend)
+        with torch.set_grad_enabled(not page):  # the page: a plain render, as `score` does
+            render(scene, size, size, backend=backend)
 
     def forward_backward():
         for t in leaves:
@@ -116,12 +161,12 @@ def measure_render(size: int, strokes: int, device: str, backend: str, warmup: i
     else:
         base = _rss_baseline()
     fwd = _times_ms(forward, dev, warmup, repeats)
-    fb = _times_ms(forward_backward, dev, warmup, repeats)
+    fb = [float("nan")] if page else _times_ms(forward_backward, dev, warmup, repeats)
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     else:
         peak = (_rss_peak() - base) / 2**20
-    return {"size": size, "strokes": strokes, "forward_ms": statistics.median(fwd),
+    return {"size": size, "strokes": strokes, "widths": widths, "page": page, "forward_ms": statistics.median(fwd),
             "forward_backward_ms": statistics.median(fb), "forward_backward_best_ms": min(fb),
             "peak_mib": peak}
 
@@ -173,15 +218,30 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-clip", action="store_true", help="skip the CLIP yardstick")
     p.add_argument("--inline", action="store_true", help="measure in this process (peak memory is then cumulative)")
+    p.add_argument("--no-widths", action="store_true", help="skip the width table and the 2048 px page")
     p.add_argument("--one", nargs=2, type=int, metavar=("SIZE", "STROKES"), help=argparse.SUPPRESS)
+    p.add_argument("--widths", default="2", help=argparse.SUPPRESS)
+    p.add_argument("--page", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (5 if args.quick else 15)
     if args.one:
-        r = measure_render(args.one[0], args.one[1], args.device, args.backend, args.warmup, repeats)
+        r = measure_render(args.one[0], args.one[1], args.device, args.backend, args.warmup, repeats,
+                           args.widths, args.page)
         print(json.dumps(r))
         return 0
+
+    def row(size, n, widths="2", page=0, repeats=repeats):
+        if args.inline:
+            return measure_render(size, n, args.device, args.backend, args.warmup, repeats, widths, page)
+        cmd = [sys.executable, __file__, "--one", str(size), str(n), "--device", args.device,
+               "--backend", args.backend, "--warmup", str(args.warmup), "--repeats", str(repeats),
+               "--widths", widths, "--page", str(page)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
 
     sizes = [int(s) for s in (args.sizes or ("224" if args.quick else "224,512")).split(",")]
     counts = [int(s) for s in args.strokes.split(",")]
@@ -198,19 +258,41 @@ def main(argv=None) -> int:
     rows = []
     for size in sizes:
         for n in counts:
-            if args.inline:
-                r = measure_render(size, n, args.device, args.backend, args.warmup, repeats)
-            else:
-                cmd = [sys.executable, __file__, "--one", str(size), str(n), "--device", args.device,
-                       "--backend", args.backend, "--warmup", str(args.warmup), "--repeats", str(repeats)]
-                if args.threads:
-                    cmd += ["--threads", str(args.threads)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                r = json.loads(out.strip().splitlines()[-1])
+            r = row(size, n)
             rows.append(r)
             ratio = f"{r['forward_backward_ms'] / clip_ms:.3f}" if clip_ms else "-"
             print(f"| {size} | {n} | {r['forward_ms']:.1f} | {r['forward_backward_ms']:.1f} | "
                   f"{r['forward_backward_best_ms']:.1f} | {r['peak_mib']:.0f} | {ratio} |", flush=True)
+    wide = []
+    if not args.no_widths:
+        print(f"\n| 256 strokes at 224, full width px | forward ms | forward+backward ms | (best) | {mem} | fwd+bwd / CLIP |")
+        print("|---|---|---|---|---|---|")
+        specs = list(WIDTHS) + (["end"] if END_OF_RUN.exists() else [])
+        for spec in specs:
+            r = row(224, 256, spec)
+            wide.append(r)
+            label = "end of a `clipdraw draw` run" if spec == "end" else spec.replace("-", " to ")
+            ratio = f"{r['forward_backward_ms'] / clip_ms:.3f}" if clip_ms else "-"
+            print(f"| {label} | {r['forward_ms']:.1f} | {r['forward_backward_ms']:.1f} | "
+                  f"{r['forward_backward_best_ms']:.1f} | {r['peak_mib']:.0f} | {ratio} |", flush=True)
+        if END_OF_RUN.exists():
+            w = torch.tensor(json.loads(END_OF_RUN.read_text())["widths"])
+            q = torch.quantile(w, torch.tensor([0.1, 0.5, 0.9])).tolist()
+            print(f"\n# end-of-run widths: {len(w)} strokes, mean {w.mean():.1f} px, 10/50/90% {q[0]:.1f} / "
+                  f"{q[1]:.1f} / {q[2]:.1f} px, max {w.max():.1f} px")
+        page = row(2048, 256, "2-20", page=10, repeats=max(1, repeats // 5))
+        ratio = f"{page['forward_ms'] / clip_ms:.2f}" if clip_ms else "-"
+        print(f"\n| 2048x2048 page: 10 page-sized fills + 256 strokes | forward ms | {mem} | forward / CLIP |")
+        print("|---|---|---|---|")
+        print(f"| no autograd | {page['forward_ms']:.0f} | {page['peak_mib']:.0f} | {ratio} |", flush=True)
+        if clip_ms:
+            mid = [r for r in wide if r["widths"] == "2-50"][0]
+            ok = mid["forward_backward_ms"] <= 0.15 * clip_ms and mid["peak_mib"] <= 1024
+            print(f"\n# target (256 strokes 2 to 50 px at 224): fwd+bwd <= 0.15 x CLIP and <= 1 GiB: "
+                  f"{mid['forward_backward_ms'] / clip_ms:.3f}, {mid['peak_mib']:.0f} MiB -> {'met' if ok else 'NOT met'}")
+            ok = page["forward_ms"] <= 2 * clip_ms and page["peak_mib"] <= 1024
+            print(f"# target (2048 px page): forward <= 2 x CLIP and <= 1 GiB: "
+                  f"{page['forward_ms'] / clip_ms:.2f}, {page['peak_mib']:.0f} MiB -> {'met' if ok else 'NOT met'}")
     target = [r for r in rows if r["size"] == 224 and r["strokes"] == 256]
     if target and clip_ms:
         fb = target[0]["forward_backward_ms"]

@@ -5,25 +5,34 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
 
 1. Flatten every cubic segment into chords (adaptive count per segment, from a bound on the
    curve's deviation from its chords).
-2. Strokes: each chord enumerates the pixels of its bounding box grown by the stroke's reach.
-   Without autograd, the nearest chord of the shape is chosen per (shape, pixel) with one
-   ``scatter_reduce`` over a per-shape bounding-box buffer (key = distance bits, chord index).
-   For those winners only, the closest point on the real cubic is refined by Newton steps, and
-   the distance is recomputed *with* autograd (the closest parameter's own motion enters through
-   implicit differentiation). Coverage is the exact box-filter coverage of a straight band of
-   the stroke's width at that distance: the pixel square projected on the band's normal has a
-   trapezoidal profile, whose orientation is differentiated too. Distance to the union of the
-   shape's curves gives round joins and caps (where the straight-band model overestimates a
-   little: about 0.15 px^2 per cap of a 2 px stroke).
+2. Strokes: each chord gives, per pixel row its capsule (the chord grown by the stroke's reach)
+   crosses, the span of columns whose pixel centres it may cover, and the span of those it
+   covers entirely (the chord's inner capsule, shrunk by the pixel's half diagonal and the
+   flattening error). Per stroke, running sums of +1/-1 at the spans' ends over a per-shape box
+   mark every covered pixel once, and the interior ones: those get coverage 1, whose geometry
+   gradient is 0, at the cost of an index. Only the rim (covered, not interior) is exact work:
+   each chord enumerates its outer span minus its inner span, and the nearest chord of the
+   shape is chosen per (shape, pixel) with one ``scatter_reduce`` (key = distance bits, chord
+   index). For those winners only, the closest point on the real cubic is refined by Newton
+   steps, and the distance is recomputed *with* autograd (the closest parameter's own motion
+   enters through implicit differentiation). Coverage is the exact box-filter coverage of a
+   straight band of the stroke's width at that distance: the pixel square projected on the
+   band's normal has a trapezoidal profile, whose orientation is differentiated too. Distance to
+   the union of the shape's curves gives round joins and caps (where the straight-band model
+   overestimates a little: about 0.15 px^2 per cap of a 2 px stroke). The work is proportional
+   to the pixels each stroke covers plus its rows, however wide it is.
 3. Fills: exact signed area of the flattened outline inside every pixel, by the accumulation
    method of font rasterizers (each chord adds, per row strip and pixel cell it crosses, the
    area to its right in that cell; a running sum along the row gives the integral of the
    winding number over each pixel). Fully differentiable; nonzero = min(|w|, 1), evenodd = a
    triangle wave of |w|. Open subpaths are closed implicitly. A point exactly on a pixel edge
    belongs to the pixel after it, and its derivative is taken one-sidedly to match.
-4. Compositing: all (pixel, layer, alpha, colour) entries are sorted by pixel and layer (top
-   first), laid out per pixel in a padded [P, K] array, and composited with source-over via an
-   exclusive cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine).
+4. Compositing: all (pixel, layer, alpha, colour) entries are sorted by depth class (how many
+   layers the pixel has, rounded up to a power of two), pixel and layer (top first), laid out
+   per class in a padded [P, depth] array, and composited with source-over via an exclusive
+   cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine).
+
+Steps 2-4 run per band of rows (BAND_PIXELS pixels), so memory stays bounded on big canvases.
 
 Pixel (row i, column j) covers [j, j+1) x [i, i+1); its centre is (j + 0.5, i + 0.5).
 """
@@ -44,6 +53,8 @@ MAX_CHORDS_STROKE = 64
 MAX_CHORDS_FILL = 256
 NEWTON_STEPS = 2
 HALF_DIAGONAL = 0.7072  # the farthest a pixel's area reaches from its centre along any normal
+BAND_PIXELS = 1 << 18  # pixels per band of rows rendered at once (bounds memory on big canvases)
+INNER_MIN = 1.0  # narrower inner capsules hold too few pixel centres to be worth finding
 
 _BIG = 1e9
 
@@ -269,110 +280,222 @@ def _divmod(num: torch.Tensor, den: torch.Tensor):
     return q, r
 
 
-def _strokes(g: _Gathered, width: int, height: int):
-    """(flat pixel, shape, coverage) entries of every stroke."""
+@dataclass
+class _Chords:
+    """The chords of every stroked segment (no autograd), and what the per-band passes share."""
+
+    ctrl_t: torch.Tensor  # float [8, S]: control points of the stroked segments, autograd
+    cd: torch.Tensor  # the same, detached
+    half_w: torch.Tensor  # float [num_shapes] half stroke widths, autograd
+    cseg: torch.Tensor  # long [N]: segment of each chord
+    cshape: torch.Tensor  # long [N]: shape of each chord
+    ends: torch.Tensor  # float [11, N]: ax, ay, bx, by, dx, dy, 1 / |d|^2, t0, t1, and two for _capsule_spans
+    reach: torch.Tensor  # float [N]: a pixel centre farther than this from the chord is not covered
+    inner: torch.Tensor  # float [N]: a pixel centre nearer than this is covered entirely (<= 0: none)
+
+
+def _stroke_chords(g: _Gathered) -> _Chords:
     dev = g.points.device
     dt = g.points.dtype
-    ctrl_idx = g.stroke_ctrl
-    seg_shape = g.stroke_seg_shape
-    nseg = ctrl_idx.shape[0]
-    # control points as 8 coordinate rows [8, S] (autograd)
-    ctrl_t = g.points.index_select(0, ctrl_idx.reshape(-1)).reshape(nseg, 8).t()
-    half_w = 0.5 * g.widths  # [num_shapes], autograd
-
+    nseg = g.stroke_ctrl.shape[0]
+    ctrl_t = g.points.index_select(0, g.stroke_ctrl.reshape(-1)).reshape(nseg, 8).t()
+    half_w = 0.5 * g.widths
     with torch.no_grad():
         cd = ctrl_t.detach().contiguous()
-        # -- flatten: chords per segment from the bound on the curve's deviation
+        # chords per segment from the bound on the curve's deviation (see _chord_counts)
         ax_ = (cd[0] - 2 * cd[2] + cd[4]).square() + (cd[1] - 2 * cd[3] + cd[5]).square()
         bx_ = (cd[2] - 2 * cd[4] + cd[6]).square() + (cd[3] - 2 * cd[5] + cd[7]).square()
         m = torch.maximum(ax_, bx_).sqrt()
         n = torch.ceil(torch.sqrt(m * (0.75 / STROKE_TOLERANCE))).clamp(1, MAX_CHORDS_STROKE).long()
+        deviation = 0.75 * m / n.to(dt).square()  # the bound itself, also where n was capped
         cseg = torch.repeat_interleave(torch.arange(nseg, device=dev), n)
-        nch = cseg.shape[0]
-        k = (torch.arange(nch, device=dev) - (torch.cumsum(n, 0) - n).index_select(0, cseg)).to(dt)
+        k = (torch.arange(cseg.shape[0], device=dev) - (torch.cumsum(n, 0) - n).index_select(0, cseg)).to(dt)
         nf = n.to(dt).index_select(0, cseg)
         t0 = k / nf
         t1 = (k + 1) / nf
         cc = cd.index_select(1, cseg)
         ax, ay = _bez_cols(cc, t0)
         bx, by = _bez_cols(cc, t1)
-        cshape = seg_shape.index_select(0, cseg)
-        reach = half_w.detach().clamp_min(0).index_select(0, cshape) + (HALF_DIAGONAL + STROKE_TOLERANCE + 1e-3)
-        # -- each chord's box of pixels whose centre may be within reach
-        lox = torch.ceil(torch.minimum(ax, bx) - reach - 0.5).clamp(0, width - 1)
-        loy = torch.ceil(torch.minimum(ay, by) - reach - 0.5).clamp(0, height - 1)
-        hix = torch.floor(torch.maximum(ax, bx) + reach - 0.5).clamp(-1, width - 1)
-        hiy = torch.floor(torch.maximum(ay, by) + reach - 0.5).clamp(-1, height - 1)
-        ex = (hix - lox + 1).clamp_min(0)
-        ey = (hiy - loy + 1).clamp_min(0)
-        count = (ex * ey).long()
-        # -- per shape: the union of its chords' boxes, a slot per pixel in one flat buffer
-        ns = g.num_shapes
-        inf = float("inf")
-        has = count > 0
-        bx0 = torch.full((ns,), inf, device=dev, dtype=dt).scatter_reduce(
-            0, cshape, torch.where(has, lox, inf), "amin")
-        by0 = torch.full((ns,), inf, device=dev, dtype=dt).scatter_reduce(
-            0, cshape, torch.where(has, loy, inf), "amin")
-        bx1 = torch.full((ns,), -inf, device=dev, dtype=dt).scatter_reduce(
-            0, cshape, torch.where(has, hix, -inf), "amax")
-        by1 = torch.full((ns,), -inf, device=dev, dtype=dt).scatter_reduce(
-            0, cshape, torch.where(has, hiy, -inf), "amax")
-        some = torch.isfinite(bx0)
-        bx0 = torch.where(some, bx0, 0.0).long()
-        by0 = torch.where(some, by0, 0.0).long()
-        bw = torch.where(some, bx1 + 1, 0.0).long() - bx0
-        bh = torch.where(some, by1 + 1, 0.0).long() - by0
-        area = bw * bh
-        off = torch.cumsum(area, 0) - area
-        total = int(area.sum())
-        npairs = int(count.sum())
-        if total == 0 or npairs == 0:
-            return None
-        # per chord: where its box starts in the buffer, and the box's corner relative to the chord
-        loxl, loyl = lox.long(), loy.long()
-        bw_c = bw.index_select(0, cshape)
-        base = (off.index_select(0, cshape) + (loyl - by0.index_select(0, cshape)) * bw_c
-                + (loxl - bx0.index_select(0, cshape)))
-        start = torch.cumsum(count, 0) - count
         dx = bx - ax
         dy = by - ay
         inv_ll = 1.0 / (dx * dx + dy * dy).clamp_min(1e-12)
-        tabi = torch.stack((start, ex.long(), base, bw_c))
-        tabf = torch.stack((lox + 0.5 - ax, loy + 0.5 - ay, dx, dy, inv_ll, reach * reach))
+        cshape = g.stroke_seg_shape.index_select(0, cseg)
+        hw = half_w.detach().clamp_min(0).index_select(0, cshape)
+        reach = hw + (HALF_DIAGONAL + STROKE_TOLERANCE + 1e-3)
+        # every point of the pixel within half_w of the curve: its coverage is 1, its gradient 0
+        inner = hw - (HALF_DIAGONAL + 1e-3) - deviation.index_select(0, cseg)
+        # for _capsule_spans: the sign of dy times dx / |d|, and 1 / dy (a level chord: dy = +1e-9)
+        level = dy.abs() < 1e-9
+        sdx = torch.where(level | (dy > 0), dx, -dx) * inv_ll.sqrt()
+        inv_dy = 1 / torch.where(level, 1e-9, dy)
+    return _Chords(ctrl_t, cd, half_w, cseg, cshape,
+                   torch.stack((ax, ay, bx, by, dx, dy, inv_ll, t0, t1, sdx, inv_dy)), reach, inner)
 
-        # -- (chord, pixel) pairs: squared distance from the pixel centre to the chord
-        pc = torch.repeat_interleave(torch.arange(nch, device=dev), count, output_size=npairs)
-        pi = tabi.index_select(1, pc)
-        pf = tabf.index_select(1, pc)
-        row, col = _divmod(torch.arange(npairs, device=dev) - pi[0], pi[1])
-        slot = pi[2] + row * pi[3] + col
-        qx = pf[0] + col.to(dt)
-        qy = pf[1] + row.to(dt)
-        pdx, pdy = pf[2], pf[3]
-        u = ((qx * pdx + qy * pdy) * pf[4]).clamp(0, 1)
-        rx = qx - u * pdx
-        ry = qy - u * pdy
-        d2 = rx * rx + ry * ry
+
+def _capsule_spans(e: torch.Tensor, r: torch.Tensor, yc: torch.Tensor):
+    """x-interval (lo, hi) of the horizontal line y = yc inside the capsule of radius r around the
+    chord of e (the rows of _Chords.ends); lo > hi where they miss. Along the chord p(t) = a + t d,
+    x(t) +- sqrt(r^2 - (y(t) - yc)^2) is concave (convex) in t: its extreme over the t where the
+    disk reaches the line is the unconstrained one, t* (where the disk's edge is parallel to d),
+    clamped."""
+    ax, ay, dx, dy, sdx, inv_dy = e[0], e[1], e[4], e[5], e[9], e[10]
+    ey = yc - ay
+    f0 = (ey - r) * inv_dy
+    f1 = (ey + r) * inv_dy
+    tl = torch.minimum(f0, f1).clamp_min(0)
+    th = torch.maximum(f0, f1).clamp_max(1)
+    rs = r * sdx
+    t_hi = torch.minimum(torch.maximum((ey + rs) * inv_dy, tl), th)
+    t_lo = torch.minimum(torch.maximum((ey - rs) * inv_dy, tl), th)
+    r2 = r * r
+    hi = ax + t_hi * dx + (r2 - (t_hi * dy - ey).square()).clamp_min(0).sqrt()
+    lo = ax + t_lo * dx - (r2 - (t_lo * dy - ey).square()).clamp_min(0).sqrt()
+    miss = tl > th
+    return torch.where(miss, float("inf"), lo), torch.where(miss, -float("inf"), hi)
+
+
+def _columns(lo: torch.Tensor, hi: torch.Tensor, width: int):
+    """Columns c0..c1 of the pixels whose centre lies in [lo, hi], within the canvas (long)."""
+    c0 = torch.ceil((lo - 0.5).clamp(-1, width)).long().clamp_min(0)
+    c1 = torch.floor((hi - 0.5).clamp(-1, width)).long().clamp_max(width - 1)
+    return c0, c1
+
+
+def _strokes(ch: _Chords, width: int, y0: int, y1: int):
+    """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1: once per stroke
+    per pixel. Pixels deep inside a stroke get coverage 1 straight from its chords' inner
+    capsules; only the antialiased rim looks for its nearest chord and point."""
+    cd = ch.cd
+    dev = cd.device
+    dt = cd.dtype
+    e = ch.ends
+    nch = e.shape[1]
+    ns = ch.half_w.shape[0]
+    with torch.no_grad():
+        # -- (chord, row) pairs: every row the chord's outer capsule reaches in the band
+        ylo = torch.minimum(e[1], e[3])
+        yhi = torch.maximum(e[1], e[3])
+        r0 = torch.ceil((ylo - ch.reach - 0.5).clamp(y0 - 1, y1)).long().clamp_min(y0)
+        r1 = torch.floor((yhi + ch.reach - 0.5).clamp(y0 - 1, y1)).long().clamp_max(y1 - 1)
+        nrow = (r1 - r0 + 1).clamp_min(0)
+        pch = torch.repeat_interleave(torch.arange(nch, device=dev), nrow)
+        if pch.numel() == 0:
+            return None
+        prow = r0.index_select(0, pch) + torch.arange(pch.shape[0], device=dev) - (
+            torch.cumsum(nrow, 0) - nrow).index_select(0, pch)
+        ep = e.index_select(1, pch)
+        yc = prow.to(dt) + 0.5
+        o0, o1 = _columns(*_capsule_spans(ep, ch.reach.index_select(0, pch), yc), width)
+        # inner spans only where the stroke is wide enough to have pixels entirely inside
+        rin = ch.inner.index_select(0, pch)
+        wide = torch.nonzero(rin > INNER_MIN).squeeze(1)
+        i0 = torch.ones_like(o0)
+        i1 = torch.zeros_like(o1)
+        if wide.numel():
+            w0, w1 = _columns(*_capsule_spans(ep.index_select(1, wide), rin.index_select(0, wide),
+                                              yc.index_select(0, wide)), width)
+            i0 = i0.index_put((wide,), w0)
+            i1 = i1.index_put((wide,), w1)
+        has_in = i0 <= i1
+        live = o0 <= o1
+        pch, prow, o0, o1, i0, i1, has_in = (x[live] for x in (pch, prow, o0, o1, i0, i1, has_in))
+        if pch.numel() == 0:
+            return None
+        pshape = ch.cshape.index_select(0, pch)
+        # -- per shape: a box over its rows in the band, one slot per pixel plus a spill column
         big = torch.iinfo(torch.long).max
-        key = torch.where(d2 < pf[5], (d2.view(torch.int32).long() << 32) | pc, big)
+        bx0 = torch.full((ns,), big, device=dev).scatter_reduce(0, pshape, o0, "amin")
+        by0 = torch.full((ns,), big, device=dev).scatter_reduce(0, pshape, prow, "amin")
+        bx1 = torch.full((ns,), -1, device=dev).scatter_reduce(0, pshape, o1, "amax")
+        by1 = torch.full((ns,), -1, device=dev).scatter_reduce(0, pshape, prow, "amax")
+        some = bx1 >= 0
+        bx0 = torch.where(some, bx0, 0)
+        by0 = torch.where(some, by0, 0)
+        stride = torch.where(some, bx1 - bx0 + 2, 0)
+        area = stride * torch.where(some, by1 - by0 + 1, 0)
+        off = torch.cumsum(area, 0) - area
+        total = int(area.sum())
+        # slot of column 0 of each pair's row (columns are added to it)
+        pbase = (off.index_select(0, pshape) + (prow - by0.index_select(0, pshape)) * stride.index_select(0, pshape)
+                 - bx0.index_select(0, pshape))
+        # -- how many of its chords' capsules cover each pixel centre: +1/-1 at each span's ends,
+        # a running sum along the buffer (every span ends inside its row, the spill column
+        # included, so the sum needs no reset between rows)
+        ones = torch.ones_like(pch, dtype=torch.int32)
+        edges = torch.zeros(total, device=dev, dtype=torch.int32)
+        pin = has_in.nonzero().squeeze(1)
+        edges.index_add_(0, torch.cat((pbase + o0, pbase + o1 + 1)), torch.cat((ones, -ones)))
+        covered = torch.cumsum(edges, 0, dtype=torch.int32) > 0
+        if pin.numel():
+            edges.zero_()
+            bi = pbase.index_select(0, pin)
+            oi = ones.index_select(0, pin)
+            edges.index_add_(0, torch.cat((bi + i0.index_select(0, pin), bi + i1.index_select(0, pin) + 1)),
+                             torch.cat((oi, -oi)))
+            interior = torch.cumsum(edges, 0, dtype=torch.int32) > 0
+            rim = covered & ~interior
+        else:
+            interior = None
+            rim = covered
+        del edges, covered
+
+        # -- the rim: each chord's outer span minus its inner span, pixels inside another chord's
+        # inner capsule dropped; per pixel the nearest chord wins (key = distance bits, chord)
+        na = torch.where(has_in, torch.minimum(o1, i0 - 1), o1) - o0 + 1
+        sb = torch.where(has_in, torch.maximum(o0, i1 + 1), o1 + 1)
+        na = na.clamp_min(0)
+        nb = (o1 - sb + 1).clamp_min(0)
+        cnt = na + nb
+        q = torch.repeat_interleave(torch.arange(cnt.shape[0], device=dev), cnt)
+        k = torch.arange(q.shape[0], device=dev) - (torch.cumsum(cnt, 0) - cnt).index_select(0, q)
+        col = torch.where(k < na.index_select(0, q), o0.index_select(0, q) + k,
+                          sb.index_select(0, q) + k - na.index_select(0, q))
+        slot = pbase.index_select(0, q) + col
+        if interior is not None:
+            keep = rim.index_select(0, slot).nonzero().squeeze(1)
+            q = q.index_select(0, keep)
+            col = col.index_select(0, keep)
+            slot = slot.index_select(0, keep)
+        qc = pch.index_select(0, q)
+        eq = e.index_select(1, qc)
+        qx = col.to(dt) + 0.5 - eq[0]
+        qy = prow.index_select(0, q).to(dt) + 0.5 - eq[1]
+        u = ((qx * eq[4] + qy * eq[5]) * eq[6]).clamp(0, 1)
+        rx = qx - u * eq[4]
+        ry = qy - u * eq[5]
+        d2 = rx * rx + ry * ry
+        key = (d2.view(torch.int32).long() << 32) | qc
         buf = torch.full((total,), big, device=dev, dtype=torch.long)
         buf.scatter_reduce_(0, slot, key, "amin")
 
-        # -- winners: the nearest chord of the shape for each pixel within reach
+        # -- winners: the nearest chord of the shape for each rim pixel
         wslot = torch.nonzero(buf != big).squeeze(1)
         wchord = buf.index_select(0, wslot) & 0xFFFFFFFF
-        wshape = cshape.index_select(0, wchord)
-        si = torch.stack((off, bw, bx0, by0)).index_select(1, wshape)
+        del buf
+        wshape = ch.cshape.index_select(0, wchord)
+        si = torch.stack((off, stride, bx0, by0)).index_select(1, wshape)
         wrow, wcol = _divmod(wslot - si[0], si[1])
         wpx = si[2] + wcol
         wpy = si[3] + wrow
+        # -- the deep inside: coverage 1
+        islot = interior.nonzero().squeeze(1) if interior is not None else wslot[:0]
+        del interior, rim
+        # each box row: its first slot, the pixel of that slot, its shape
+        bh = torch.where(some, by1 - by0 + 1, 0)
+        rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)
+        rloc = torch.arange(rshape.shape[0], device=dev) - (torch.cumsum(bh, 0) - bh).index_select(0, rshape)
+        rstart = off.index_select(0, rshape) + rloc * stride.index_select(0, rshape)
+        rpix = (by0.index_select(0, rshape) + rloc) * width + bx0.index_select(0, rshape) - rstart
+        rid = torch.searchsorted(rstart, islot, right=True) - 1
+        ishape = rshape.index_select(0, rid)
+        ipix = rpix.index_select(0, rid) + islot
+
         px = wpx.to(dt) + 0.5
         py = wpy.to(dt) + 0.5
-        wt = torch.stack((ax, ay, dx, dy, inv_ll, t0, t1)).index_select(1, wchord)
-        uu = (((px - wt[0]) * wt[2] + (py - wt[1]) * wt[3]) * wt[4]).clamp(0, 1)
-        t = wt[5] + uu * (wt[6] - wt[5])
-        wseg = cseg.index_select(0, wchord)
+        wt = e.index_select(1, wchord)
+        uu = (((px - wt[0]) * wt[4] + (py - wt[1]) * wt[5]) * wt[6]).clamp(0, 1)
+        t = wt[7] + uu * (wt[8] - wt[7])
+        wseg = ch.cseg.index_select(0, wchord)
         cw = cd.index_select(1, wseg)
         # -- Newton steps on the real cubic for the closest point (kept only where they help)
         qx_, qy_ = _bez_cols(cw, t)
@@ -413,7 +536,7 @@ def _strokes(g: _Gathered, width: int, height: int):
     # -- with autograd, for the winners only. The closest parameter t* moves with the curve:
     # implicit differentiation of f'(t) = (B(t) - p) . B'(t) = 0 gives dt* = -df' / f''. `dt` is
     # that (value 0, gradient dt*); to first order B(t* + dt) = B(t) + B'(t) dt, likewise B'.
-    cg = ctrl_t.index_select(1, wseg)
+    cg = ch.ctrl_t.index_select(1, wseg)
     qx = wb[0] * cg[0] + wb[1] * cg[2] + wb[2] * cg[4] + wb[3] * cg[6]
     qy = wb[0] * cg[1] + wb[1] * cg[3] + wb[2] * cg[5] + wb[3] * cg[7]
     gx = wd[0] * cg[0] + wd[1] * cg[2] + wd[2] * cg[4] + wd[3] * cg[6]
@@ -436,9 +559,9 @@ def _strokes(g: _Gathered, width: int, height: int):
     flat = ~radial & (tl2 <= 1e-18)
     nx = torch.where(flat, 1.0, nx)
     ny = torch.where(flat, 0.0, ny)
-    cov = band_coverage(dg, half_w.index_select(0, wshape), nx, ny)
-    pix = wpy * width + wpx
-    return pix, wshape, cov
+    cov = band_coverage(dg, ch.half_w.index_select(0, wshape), nx, ny)
+    return (torch.cat((wpy * width + wpx, ipix)), torch.cat((wshape, ishape)),
+            torch.cat((cov, torch.ones_like(ipix, dtype=dt))))
 
 
 def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
@@ -452,10 +575,8 @@ def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
 # ---- fills --------------------------------------------------------------------------------
 
 
-def _fills(g: _Gathered, width: int, height: int):
-    """(flat pixel, shape, coverage) entries of every fill."""
-    dev = g.points.device
-    dt = g.points.dtype
+def _fill_chords(g: _Gathered):
+    """The outline chords of every fill: starts a [C, 2], ends b [C, 2] (autograd), shape [C]."""
     parts_a, parts_b, parts_s = [], [], []
     if g.fill_ctrl.shape[0]:
         ctrl = g.points.index_select(0, g.fill_ctrl.reshape(-1)).reshape(-1, 4, 2)
@@ -470,9 +591,14 @@ def _fills(g: _Gathered, width: int, height: int):
         parts_s.append(cp[:, 2])
     if not parts_a:
         return None
-    a = torch.cat(parts_a)
-    b = torch.cat(parts_b)
-    cshape = torch.cat(parts_s)
+    return torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_s)
+
+
+def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int):
+    """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1."""
+    a, b, cshape = chords
+    dev = a.device
+    dt = a.dtype
     ns = g.num_shapes
     with torch.no_grad():
         ad, bd = a.detach(), b.detach()
@@ -492,6 +618,8 @@ def _fills(g: _Gathered, width: int, height: int):
         # derivative is taken, consistently, in the pieces below)
         b0 = torch.floor(smin).clamp(min=torch.zeros_like(lim), max=lim)
         b1 = torch.floor(smax).clamp(max=lim)
+        b0[:, 1] = b0[:, 1].clamp_min(y0)  # the band's rows only
+        b1[:, 1] = b1[:, 1].clamp_max(y1 - 1)
         ext = (b1 - b0 + 1).clamp_min(0).long()
         ext = torch.where((smax < 0).any(1, keepdim=True) | (smin > lim + 1).any(1, keepdim=True),
                           torch.zeros_like(ext), ext)
@@ -613,47 +741,85 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     dev = scene.device
     dt = torch.float32
     g = _gather(scene, width, height, dev, dt)
+    strokes = _stroke_chords(g) if g.stroke_ctrl.shape[0] else None
+    fills = _fill_chords(g) if (g.fill_ctrl.shape[0] or g.close_pairs.shape[0]) else None
+    # bands of rows bound the memory of big canvases: every buffer below spans one band
+    band = max(1, BAND_PIXELS // width)
+    parts = [_composite(g, strokes, fills, width, height, y0, min(height, y0 + band))
+             for y0 in range(0, height, band)]
+    parts = [p for p in parts if p is not None]
+    if not parts:  # nothing on the canvas: a zero result, still connected to the scene's tensors
+        z = torch.zeros(0, device=dev, dtype=torch.long)
+        zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
+        return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
+                      torch.ones(0, device=dev, dtype=dt), width, height, zero)
+    if len(parts) == 1:
+        return Raster(*parts[0], width, height)
+    return Raster(*(torch.cat(x) for x in zip(*parts)), width, height)
+
+
+def _composite(g: _Gathered, strokes: Optional[_Chords], fills, width: int, height: int, y0: int, y1: int):
+    """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance."""
+    dev = g.points.device
+    dt = g.points.dtype
     pix_l, lay_l, alpha_l = [], [], []
-    if g.stroke_ctrl.shape[0]:
-        st = _strokes(g, width, height)
+    if strokes is not None:
+        st = _strokes(strokes, width, y0, y1)
         if st is not None:
             pix, sh, cov = st
             pix_l.append(pix)
             lay_l.append(2 * sh + 1)
             alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh + 1))
-    if g.fill_ctrl.shape[0] or g.close_pairs.shape[0]:
-        fl = _fills(g, width, height)
+    if fills is not None:
+        fl = _fills(fills, g, width, height, y0, y1)
         if fl is not None:
             pix, sh, cov = fl
             pix_l.append(pix)
             lay_l.append(2 * sh)
             alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh))
-    if pix_l and sum(int(p.shape[0]) for p in pix_l) == 0:
-        pix_l = []
-    if not pix_l:  # nothing on the canvas: a zero result, still connected to the scene's tensors
-        z = torch.zeros(0, device=dev, dtype=torch.long)
-        zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
-        return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
-                      torch.ones(0, device=dev, dtype=dt), width, height, zero)
+    if sum(int(p.shape[0]) for p in pix_l) == 0:
+        return None
     pix = torch.cat(pix_l)
     layer = torch.cat(lay_l)
     alpha = torch.cat(alpha_l)
-    nl = 2 * len(scene.shapes)
+    nl = 2 * g.num_shapes
+    npix = (y1 - y0) * width
     with torch.no_grad():
-        key = pix * nl + (nl - 1 - layer)  # top layer first within a pixel
+        # pixels grouped by depth class (1, 2, 4, 8, ... layers), each class padded to its own
+        # depth: the padding stays below the number of entries however deep the deepest pixel.
+        # One sort orders the entries by class, pixel, and layer (top first).
+        local = pix - y0 * width
+        depth_class = torch.ceil(torch.log2(torch.bincount(local, minlength=npix).clamp_min(1).float())).long()
+        nclass = int(depth_class.max()) + 1
+        key = (depth_class.index_select(0, local) * npix + local) * nl + (nl - 1 - layer)
+        if nclass * npix * nl < 2**31:  # int32 sorts faster
+            key = key.int()
         order = torch.argsort(key)
         spix = pix.index_select(0, order)
-        upix, counts = torch.unique_consecutive(spix, return_counts=True)
-        npx = upix.shape[0]
-        depth = int(counts.max())
-        grp = torch.repeat_interleave(torch.arange(npx, device=dev), counts)
-        rank = torch.arange(spix.shape[0], device=dev) - (torch.cumsum(counts, 0) - counts)[grp]
-        flat = grp * depth + rank
+        per_class = torch.bincount(depth_class.index_select(0, local), minlength=nclass).tolist()
     a = alpha.index_select(0, order)
     rgb = g.colours[:, :3].index_select(0, layer.index_select(0, order))
-    padded = torch.ones(npx * depth, device=dev, dtype=dt).index_put((flat,), 1 - a)
-    trans = torch.cumprod(padded.view(npx, depth), 1)
-    excl = torch.cat((torch.ones(npx, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
-    contrib = (a * excl).unsqueeze(1) * rgb
-    premult = torch.zeros(npx, 3, device=dev, dtype=dt).index_add(0, grp, contrib)
-    return Raster(upix, premult, trans[:, -1], width, height)
+    contrib_parts, trans_parts, pixel_parts = [], [], []
+    start = 0
+    for c, n in enumerate(per_class):
+        if n == 0:
+            continue
+        depth = 1 << c
+        with torch.no_grad():
+            cpix, counts = torch.unique_consecutive(spix[start:start + n], return_counts=True)  # [m] pixels
+            m = cpix.shape[0]
+            grp = torch.repeat_interleave(torch.arange(m, device=dev), counts)
+            flat = grp * depth + torch.arange(n, device=dev) - (torch.cumsum(counts, 0) - counts).index_select(0, grp)
+        ca = a[start:start + n]
+        padded = torch.ones(m * depth, device=dev, dtype=dt).index_put((flat,), 1 - ca)
+        trans = torch.cumprod(padded.view(m, depth), 1)  # [m, depth]
+        excl = torch.cat((torch.ones(m, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
+        contrib = (ca * excl).unsqueeze(1) * rgb[start:start + n]
+        contrib_parts.append(torch.zeros(m, 3, device=dev, dtype=dt).index_add(0, grp, contrib))
+        trans_parts.append(trans[:, -1])
+        pixel_parts.append(cpix)
+        start += n
+    upix = torch.cat(pixel_parts)
+    premult = torch.cat(contrib_parts)
+    transmittance = torch.cat(trans_parts)
+    return upix, premult, transmittance
