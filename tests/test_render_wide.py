@@ -144,3 +144,20 @@ def test_big_canvas_in_bands_matches_truth():
     # no seam between bands: pixels deep inside are fully covered on both sides of each band edge
     deep = supersampled_stroke(cubic_polyline(stroke_points), 45.0 - 0.75, width, height, k=1, rows=rows)
     assert deep[rows].sum() > 500 and np.all(ours[rows][deep[rows] == 1] == 1)
+
+
+def test_render_without_autograd_paints_the_same_image():
+    # without autograd the layers are painted in order onto the band (no sort): same image
+    from clipdraw.optimize import random_strokes
+
+    shapes = random_strokes(40, 224, 224, torch.Generator().manual_seed(0))
+    for shape, w in zip(shapes, torch.rand(40, generator=torch.Generator().manual_seed(1)) * 60):
+        shape.stroke_width = w
+    outline = [[20.0, 20.0], [200.0, 0.0], [240.0, 200.0], [120.0, 230.0], [0.0, 180.0], [-10.0, 60.0]]
+    fill = make_shape([Subpath(torch.tensor(outline), closed=True)], fill=[0.2, 0.6, 0.9, 0.7], fill_rule="evenodd")
+    scene = Scene(224, 224, shapes[:20] + [fill] + shapes[20:])
+    shapes[0].stroke.requires_grad_(True)
+    with_grad = render_rgba(scene, 600, 600)
+    with torch.no_grad():
+        without = render_rgba(scene, 600, 600)
+    assert torch.allclose(with_grad.detach(), without, atol=2e-6)

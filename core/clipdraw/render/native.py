@@ -30,7 +30,8 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
 4. Compositing: all (pixel, layer, alpha, colour) entries are sorted by depth class (how many
    layers the pixel has, rounded up to a power of two), pixel and layer (top first), laid out
    per class in a padded [P, depth] array, and composited with source-over via an exclusive
-   cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine).
+   cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine). Without
+   autograd (a plain render), the layers are painted in order onto the band instead: no sort.
 
 Steps 2-4 run per band of rows (BAND_PIXELS pixels), so memory stays bounded on big canvases.
 
@@ -362,8 +363,8 @@ def _columns(lo: torch.Tensor, hi: torch.Tensor, width: int):
 
 
 def _strokes(ch: _Chords, width: int, y0: int, y1: int):
-    """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1: once per stroke
-    per pixel. Pixels deep inside a stroke get coverage 1 straight from its chords' inner
+    """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1, once per stroke
+    per pixel: two lists (rim, interior), each ordered by shape. Pixels deep inside a stroke get coverage 1 straight from its chords' inner
     capsules; only the antialiased rim looks for its nearest chord and point."""
     cd = ch.cd
     dev = cd.device
@@ -560,8 +561,10 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
     nx = torch.where(flat, 1.0, nx)
     ny = torch.where(flat, 0.0, ny)
     cov = band_coverage(dg, ch.half_w.index_select(0, wshape), nx, ny)
-    return (torch.cat((wpy * width + wpx, ipix)), torch.cat((wshape, ishape)),
-            torch.cat((cov, torch.ones_like(ipix, dtype=dt))))
+    # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
+    # than the canvas has no rim, and its points and width get a zero gradient, not none)
+    inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
+    return [(wpy * width + wpx, wshape, cov), (ipix, ishape, inside)]
 
 
 def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
@@ -595,7 +598,7 @@ def _fill_chords(g: _Gathered):
 
 
 def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int):
-    """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1."""
+    """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1, ordered by shape."""
     a, b, cshape = chords
     dev = a.device
     dt = a.dtype
@@ -702,36 +705,34 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int):
     acc = torch.zeros(total, device=dev, dtype=dt)
     acc = acc.index_add(0, torch.cat((base, base + 1)), torch.cat((right, spill)))
 
-    # running sum along each row of each shape's box: a cumsum over the whole buffer, minus the
-    # value just before each row's start
+    # running sum along each row of each shape's box (rows lie end to end in the buffer): a
+    # cumsum over the whole buffer, once more after each row's total is taken off at the start of
+    # the next row, so that every row starts from 0
     with torch.no_grad():
         nrows_total = int(bh.sum())
         rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)
         rloc = torch.arange(nrows_total, device=dev) - (torch.cumsum(bh, 0) - bh)[rshape]
         row_start = off[rshape] + rloc * accw[rshape]  # [R]
-        row_len = accw[rshape]
+        row_end = row_start + accw[rshape]
     # float64 for the running sum where the device has it (MPS has no float64)
-    cs = torch.cumsum(acc.to(torch.float32 if dev.type == "mps" else torch.float64), 0)
-    before = torch.where(row_start > 0, cs[(row_start - 1).clamp_min(0)], 0.0)
+    acc = acc.to(torch.float32 if dev.type == "mps" else torch.float64)
+    cs = torch.cumsum(acc, 0)
+    total_of_row = cs[row_end - 1] - torch.where(row_start > 0, cs[(row_start - 1).clamp_min(0)], 0.0)
+    wind = torch.cumsum(acc.index_add(0, row_end[:-1], -total_of_row[:-1]), 0).to(dt)
     with torch.no_grad():
-        slot_row = torch.repeat_interleave(torch.arange(nrows_total, device=dev), row_len)
-    wind = (cs - before[slot_row]).to(dt)
-    with torch.no_grad():
-        # drop the spill column; pixel coordinates of each slot
-        rel = torch.arange(total, device=dev) - row_start[slot_row]
-        keep_col = rel < (row_len[slot_row] - 1)
-        sshape = rshape[slot_row]
-        spx = b0[sshape, 0] + rel
-        spy = b0[sshape, 1] + rloc[slot_row]
-        eo = g.evenodd[sshape]
-        wa = wind.detach().abs()
-        cov_d = torch.where(eo, 1 - (1 - torch.remainder(wa, 2)).abs(), wa.clamp(max=1))
-        sel = torch.nonzero(keep_col & (cov_d > 1e-7)).squeeze(1)
+        cov_d = wind.detach().abs()
+        cov_d[row_end - 1] = 0  # the spill column
+        if bool(g.evenodd.any()):
+            eo_slot = g.evenodd[torch.repeat_interleave(rshape, accw[rshape])]
+            cov_d = torch.where(eo_slot, 1 - (1 - torch.remainder(cov_d, 2)).abs(), cov_d)
+        sel = torch.nonzero(cov_d > 1e-7).squeeze(1)
+        rid = torch.searchsorted(row_start, sel, right=True) - 1
+        sshape = rshape[rid]
+        pix = (b0[sshape, 1] + rloc[rid]) * width + b0[sshape, 0] + sel - row_start[rid]
+        e = g.evenodd[sshape]
     w = wind[sel].abs()
-    e = eo[sel]
     cov = torch.where(e, 1 - (1 - torch.remainder(w, 2)).abs(), w.clamp(max=1))
-    pix = spy[sel] * width + spx[sel]
-    return pix, sshape[sel], cov
+    return pix, sshape, cov
 
 
 # ---- compositing --------------------------------------------------------------------------
@@ -762,23 +763,22 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, width: int, heig
     """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance."""
     dev = g.points.device
     dt = g.points.dtype
-    pix_l, lay_l, alpha_l = [], [], []
+    parts = []  # (flat pixel, layer, alpha), each ordered by layer
     if strokes is not None:
         st = _strokes(strokes, width, y0, y1)
         if st is not None:
-            pix, sh, cov = st
-            pix_l.append(pix)
-            lay_l.append(2 * sh + 1)
-            alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh + 1))
+            parts += [(pix, 2 * sh + 1, cov * g.colours[:, 3].index_select(0, 2 * sh + 1)) for pix, sh, cov in st]
     if fills is not None:
         fl = _fills(fills, g, width, height, y0, y1)
         if fl is not None:
             pix, sh, cov = fl
-            pix_l.append(pix)
-            lay_l.append(2 * sh)
-            alpha_l.append(cov * g.colours[:, 3].index_select(0, 2 * sh))
-    if sum(int(p.shape[0]) for p in pix_l) == 0:
+            parts.append((pix, 2 * sh, cov * g.colours[:, 3].index_select(0, 2 * sh)))
+    parts = [p for p in parts if p[0].shape[0]]
+    if not parts:
         return None
+    if not (torch.is_grad_enabled() and any(p[2].requires_grad for p in parts)):
+        return _paint(parts, g, width, y0, y1)
+    pix_l, lay_l, alpha_l = zip(*parts)
     pix = torch.cat(pix_l)
     layer = torch.cat(lay_l)
     alpha = torch.cat(alpha_l)
@@ -823,3 +823,33 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, width: int, heig
     premult = torch.cat(contrib_parts)
     transmittance = torch.cat(trans_parts)
     return upix, premult, transmittance
+
+
+def _paint(parts, g: _Gathered, width: int, y0: int, y1: int):
+    """_composite without autograd: paint layer after layer, bottom first, onto the band's dense
+    premultiplied colour and transmittance (no sort; each layer's entries are one slice of each
+    part, and within a slice every pixel appears once)."""
+    dev = g.points.device
+    npix = (y1 - y0) * width
+    nl = 2 * g.num_shapes
+    premult = torch.zeros(npix, 3, device=dev, dtype=g.colours.dtype)
+    trans = torch.ones(npix, device=dev, dtype=g.colours.dtype)
+    touched = torch.zeros(npix, device=dev, dtype=torch.bool)
+    starts, ends = [], []
+    for _, layer, _ in parts:
+        end = torch.cumsum(torch.bincount(layer, minlength=nl), 0)
+        starts.append([0] + end[:-1].tolist())
+        ends.append(end.tolist())
+    for lay in range(nl):
+        rgb = g.colours[lay, :3]
+        for (pix, _, alpha), st, en in zip(parts, starts, ends):
+            if en[lay] == st[lay]:
+                continue
+            p = pix[st[lay]:en[lay]] - y0 * width
+            a = alpha[st[lay]:en[lay]]
+            keep = 1 - a
+            premult[p] = premult.index_select(0, p) * keep.unsqueeze(1) + a.unsqueeze(1) * rgb
+            trans[p] = trans.index_select(0, p) * keep
+            touched[p] = True
+    upix = touched.nonzero().squeeze(1)
+    return upix + y0 * width, premult.index_select(0, upix), trans.index_select(0, upix)
