@@ -608,3 +608,14 @@ def test_rendering_at_twice_the_size_then_averaging_gives_the_same_image():
     a = coverage(fill_only)
     b = coverage(fill_only, width=128, height=128).reshape(64, 2, 64, 2).mean((1, 3))
     assert float((a - b).abs().max()) < 0.01  # fills are exact up to the flattening (0.01 px)
+
+
+@pytest.mark.parametrize("far", [1e10, 1e20, 3e38, math.inf])
+def test_coordinates_far_outside_the_canvas_never_give_nan(far):
+    # Scene.from_dict refuses them (test_scene.py); a scene built in Python renders finite
+    # images and gradients, the far points clamped to where float32 still places them
+    for kind in ("stroke", "fill"):
+        p = pts([[10, 10], [far, 20], [30, -far], [40, 50]])
+        shape = make_shape([Subpath(p)], stroke=BLACK if kind == "stroke" else None,
+                           fill=BLACK if kind == "fill" else None, stroke_width=far if kind == "fill" else 3.0)
+        _check_finite_gradients(scene_of(shape))

@@ -31,6 +31,11 @@ PAINT_LIMIT_DEFAULTS = {"alpha_max": 1.0, "fixed_paints": []}
 PAINTS = ("stroke", "fill")
 
 
+# float32 spaces its values 2 px apart beyond 2^24: a point farther out cannot be placed to the
+# pixel, so a scene refuses it (and the renderer clamps what is built in Python without checks)
+MAX_COORDINATE = float(2**24)
+
+
 class SceneError(ValueError):
     """A scene that does not follow the format; the message names the shape and the field."""
 
@@ -195,6 +200,8 @@ def _shape_from_dict(s, i: int, device) -> Shape:
         raise SceneError(f"{name}: stroke_width: must be a finite number, got {width!r}")
     if width < 0:
         raise SceneError(f"{name}: stroke_width: must not be negative, got {width!r}")
+    if width > MAX_COORDINATE:
+        raise SceneError(f"{name}: stroke_width: at most {MAX_COORDINATE:.0f} px, got {width!r}")
     stroke = None if s["stroke"] is None else _colour(s["stroke"], f"{name}: stroke")
     fill = None if s["fill"] is None else _colour(s["fill"], f"{name}: fill")
     fill_rule = s.get("fill_rule", "nonzero")
@@ -263,6 +270,10 @@ def _subpath_from_dict(sp, where: str, device) -> Subpath:
     if not closed and (k < 1 or (k - 1) % 3 != 0):
         raise SceneError(f"{where}: points: an open subpath with n segments has 3n+1 points, got {k}")
     flat = _finite_numbers((c for p in pts for c in p), f"{where}: points")
+    far = next((c for c in flat if abs(c) > MAX_COORDINATE), None)
+    if far is not None:
+        raise SceneError(f"{where}: points: {far!r} is too far from the canvas (at most {MAX_COORDINATE:.0f} px "
+                         "either way)")
     points = torch.tensor(flat, dtype=torch.float32, device=device).reshape(k, 2)
     return Subpath(points=points, closed=closed)
 

@@ -45,7 +45,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..scene import Scene
+from ..scene import MAX_COORDINATE, Scene
 
 # Flattening tolerances (pixels): the largest distance between a segment and its chords.
 STROKE_TOLERANCE = 0.25  # strokes only use chords to find the nearest piece; Newton refines
@@ -124,7 +124,9 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     ns = len(scene.shapes)
     long = dict(device=device, dtype=torch.long)
     if pts:
-        points = (torch.cat(pts) if len(pts) > 1 else pts[0]).to(dtype)
+        # beyond MAX_COORDINATE float32 cannot place a point to the pixel (Scene.from_dict refuses
+        # such scenes); clamped, a scene built in Python still renders without inf or NaN
+        points = (torch.cat(pts) if len(pts) > 1 else pts[0]).to(dtype).clamp(-MAX_COORDINATE, MAX_COORDINATE)
         points = points * torch.tensor([sx, sy], device=points.device, dtype=dtype)
     else:
         points = torch.zeros(0, 2, device=device, dtype=dtype)
@@ -144,7 +146,8 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
         np.zeros((0, 3), dtype=np.int64)
 
     wscale = 0.5 * (sx + sy)
-    widths_t = (torch.stack(widths).to(dtype) * wscale if widths else torch.zeros(0, device=device, dtype=dtype))
+    widths_t = (torch.stack(widths).to(dtype).clamp(max=MAX_COORDINATE) * wscale if widths
+                else torch.zeros(0, device=device, dtype=dtype))
     colours = torch.zeros(2 * ns, 4, device=device, dtype=dtype)
     idx = [2 * i + 1 for i in range(ns) if stroked[i]]
     if idx:
