@@ -37,6 +37,7 @@ class Draw(inkex.EffectExtension):
             raise inkex.AbortExtension("CLIPDraw: the prompt is empty. Type what to draw, e.g. 'a drawing of a cat'.")
         selected = list(self.svg.selection.values())
         snapshot = cs.Snapshot(self.svg)
+        selection_box = cs.selection_box(self.svg, selected, [])  # before reading changes anything
         items, skipped, unlinked = cs.collect(self.svg, selected)
         mode = opt.mode
         if mode == "auto":
@@ -47,8 +48,7 @@ class Draw(inkex.EffectExtension):
                 ". Select paths or shapes, or choose 'new drawing' under Strokes.")
         refined = items if mode in ("refine", "add") else []
 
-        boxes = [item.visual_box() for item in items]
-        box = cs.union(boxes) or (self.svg.selection.bounding_box() if selected else None)
+        box = selection_box or cs.union(item.visual_box() for item in items)
         if box is None:  # a new drawing on the page: the canvas is the largest square on it
             page = cs.page_box(self.svg)
             side = min(page.width, page.height)
@@ -56,6 +56,7 @@ class Draw(inkex.EffectExtension):
             box = inkex.BoundingBox((cx - side / 2, cx + side / 2), (cy - side / 2, cy + side / 2))
         canvas = cs.Canvas(box, opt.resolution)
         scene, refined = cs.scene_of(refined, canvas)
+        unseen = cs.unseen(refined)  # while the elements are those read
         widest = max([s["stroke_width"] for s in scene["shapes"] if s["stroke"] is not None] + [0.0])
         lock = (["colors"] if opt.lock_colors else []) + (["widths"] if opt.lock_widths else [])
         request = {
@@ -92,6 +93,7 @@ class Draw(inkex.EffectExtension):
             self.svg.append(layer)
             for shape in given + new:
                 layer.append(cs.new_path(shape, canvas, layer.composed_transform(), self.svg))
+            cs.clip_to_canvas(layer, canvas, self.svg)
         else:
             for item, sent, shape in zip(refined, scene["shapes"], given):
                 element, names = cs.write_in_place(item, sent, shape, canvas, snapshot)
@@ -107,6 +109,7 @@ class Draw(inkex.EffectExtension):
             message.append(summary(progress, time.time() - start, len(given), len(new)))
         if skipped:
             message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
+        message += document_notes(cs.dropped_effects(written), unseen)
         if message:
             inkex.errormsg("CLIPDraw: " + " ".join(message))
 
@@ -125,11 +128,25 @@ class Draw(inkex.EffectExtension):
         parent = group.getparent().composed_transform()
         for shape in shapes:
             group.append(cs.new_path(shape, canvas, parent, self.svg))
+        cs.clip_to_canvas(group, canvas, self.svg)
 
 
 def skipped_text(skipped):
     words = {"text": ("text", "texts"), "image": ("image", "images"), "clone": ("clone", "clones")}
     return ", ".join(f"{n} {words[k][n != 1]}" for k, n in sorted(skipped.items()))
+
+
+def document_notes(dropped, unseen):
+    """Sentences on what the run did to the document beyond the drawing, and what CLIP did not see."""
+    notes = []
+    if dropped:
+        notes.append(f"{', '.join(dropped)} {'is a plain path' if len(dropped) == 1 else 'are plain paths'} now: "
+                     f"the live path effect was dropped, since Inkscape would rebuild the path from "
+                     f"its source and undo the refinement.")
+    if unseen:
+        notes.append("CLIP did not see " + "; ".join(f"the {kind} of {', '.join(ids)}" for kind, ids in unseen.items())
+                     + " (it draws paths and their paint only).")
+    return notes
 
 
 def summary(progress, seconds, refined, added):

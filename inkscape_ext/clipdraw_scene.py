@@ -8,11 +8,17 @@ Writing: reply shapes go back to the elements they came from; new strokes go int
 
 inkex and the standard library only: this runs under Inkscape's own Python.
 """
+import colorsys
 import math
+import os
+import re
+import tempfile
 
 import inkex
+import inkex.command
+from lxml import etree
 from inkex import Transform
-from inkex.paths import Curve, Move, ZoneClose
+from inkex.paths import Curve, Line, Move, ZoneClose
 
 MARGIN = 0.05  # fraction of the canvas left empty on each side of the drawing
 SHAPES = (
@@ -23,6 +29,9 @@ SKIPPED = {inkex.TextElement: "text", inkex.FlowRoot: "text", inkex.Image: "imag
 # attributes that hold a basic shape's geometry: gone once the shape becomes a <path>
 GEOMETRY = ("x", "y", "width", "height", "rx", "ry", "cx", "cy", "r", "x1", "y1", "x2", "y2", "points")
 SAME = 1e-4  # canvas px / colour units: a reply value this close to what was sent is unchanged
+# the scene's optional stroke keys and their defaults (the engine's scene.py; not importable here)
+STROKE_DEFAULTS = {"stroke_linecap": "round", "stroke_linejoin": "round", "stroke_miterlimit": 4.0,
+                   "stroke_dasharray": None, "stroke_dashoffset": 0.0}
 
 
 class Item:
@@ -33,16 +42,28 @@ class Item:
         self.transform = element.composed_transform()  # element -> document user units
         style = element.specified_style()
         opacity = group_opacity(element)
+        self.opacity = opacity  # what the element and its ancestors multiply every alpha by
         self.stroke_paint = style("stroke")
         self.fill_paint = style("fill")
-        self.stroke = paint_rgba(self.stroke_paint, style("stroke-opacity") * opacity)
-        self.fill = paint_rgba(self.fill_paint, style("fill-opacity") * opacity)
-        self.opacity = opacity  # what the element and its ancestors multiply every alpha by
+        # name -> RGBA the engine sees; paints that are no flat colour keep their reference
+        self.rgba, self.fixed, self.colour_alpha = {}, [], {}
+        for name in ("stroke", "fill"):
+            paint, raw = style(name), str(style.get(name) or "").strip()
+            if isinstance(paint, inkex.Color) and raw.lower() != "currentcolor":
+                paint, self.colour_alpha[name] = css_colour(raw, paint)
+            else:
+                self.colour_alpha[name] = 1.0
+                if paint is not None and not isinstance(paint, str):
+                    self.fixed.append(name)  # gradient, pattern, swatch, currentColor
+            alpha = self.colour_alpha[name] * style(name + "-opacity") * opacity
+            self.rgba[name] = paint_rgba(paint, alpha)
+        self.stroke, self.fill = self.rgba["stroke"], self.rgba["fill"]
         self.fill_rule = style("fill-rule") or "nonzero"
         # a stroke is as wide as the transform scales areas: sqrt|det| (exact for similarities)
         self.scale = math.sqrt(abs(self.transform.a * self.transform.d - self.transform.b * self.transform.c))
         self.width_local = inkex.units.convert_unit(str(style.get("stroke-width", "1")), "px") or 0.0
         self.width = self.width_local * self.scale  # document user units
+        self.stroke_style = stroke_style(style)  # lengths in the element's units
         self.path = element.path.to_absolute()
 
     def visual_box(self):
@@ -52,6 +73,39 @@ class Item:
             return None
         half = self.width / 2 if self.stroke is not None else 0.0
         return inkex.BoundingBox((box.left - half, box.right + half), (box.top - half, box.bottom + half))
+
+
+def css_colour(raw, parsed):
+    """(inkex.Color, alpha) of a CSS colour that inkex parsed as `parsed`.
+
+    inkex (1.2 and 1.4) reads 8-digit hex as another colour and converts hsl()/hsla() wrongly,
+    so those two forms are taken apart here; rgb()/rgba()/names stay inkex's.
+    """
+    hex8 = re.fullmatch(r"#([0-9a-fA-F]{6})([0-9a-fA-F]{2})", raw)
+    if hex8:
+        return inkex.Color("#" + hex8.group(1)), int(hex8.group(2), 16) / 255
+    hsl = re.fullmatch(r"hsla?\(\s*([-\d.]+)(?:deg)?[\s,]+([\d.]+)%[\s,]+([\d.]+)%(?:[\s,/]+([\d.]+)(%?))?\s*\)", raw)
+    if hsl:
+        h, s, lightness, a, percent = hsl.groups()
+        rgb = colorsys.hls_to_rgb(float(h) / 360 % 1, float(lightness) / 100, float(s) / 100)
+        alpha = 1.0 if a is None else float(a) / (100 if percent else 1)
+        return inkex.Color([int(round(c * 255)) for c in rgb]), min(1.0, alpha)
+    return inkex.Color(list(parsed.to_rgb())), float(getattr(parsed, "alpha", 1.0))
+
+
+def stroke_style(style):
+    """SVG's caps, joins, miter limit and dashes (lengths in the element's units) as the scene's
+    optional keys, only those that differ from the scene's defaults (CLIPDraw's round, solid)."""
+    cap = style("stroke-linecap")
+    join = {"miter-clip": "miter", "arcs": "miter"}.get(style("stroke-linejoin"), style("stroke-linejoin"))
+    keys = {"stroke_linecap": cap if cap in ("butt", "square", "round") else "butt",
+            "stroke_linejoin": join if join in ("miter", "bevel", "round") else "miter",
+            "stroke_miterlimit": max(1.0, float(style("stroke-miterlimit") or 4))}
+    dashes = [float(d) for d in (style("stroke-dasharray") or [])]
+    if dashes and all(d >= 0 for d in dashes) and any(d > 0 for d in dashes):
+        keys["stroke_dasharray"] = dashes
+        keys["stroke_dashoffset"] = inkex.units.convert_unit(str(style("stroke-dashoffset") or 0), "px") or 0.0
+    return {k: v for k, v in keys.items() if STROKE_DEFAULTS.get(k) != v}
 
 
 def group_opacity(element):
@@ -65,28 +119,31 @@ def group_opacity(element):
 
 
 def paint_rgba(paint, alpha):
-    """An inkex paint (Color, gradient element or None) as straight RGBA in 0..1, or None."""
+    """An inkex paint (Color, gradient or pattern element, or None) as straight RGBA in 0..1, or None."""
     if paint is None or isinstance(paint, str):  # none, context-fill, context-stroke
         return None
     if isinstance(paint, inkex.Color):
         rgb = [c / 255.0 for c in list(paint.to_rgb())[:3]]
         return rgb + [alpha]
-    # a gradient or pattern: its mean stop colour stands in for it
-    stops = gradient_stops(paint)
-    if not stops:
-        return [0.5, 0.5, 0.5, alpha]
-    colours = [paint_rgba(s.specified_style()("stop-color"), s.specified_style()("stop-opacity")) for s in stops]
+    # a gradient or pattern: its mean stop (or pattern content) colour stands in for it
+    if isinstance(paint, inkex.Pattern):
+        colours = [Item(e).rgba[name] for e in gradient_stops(paint) for name in ("fill", "stroke")]
+    else:
+        colours = [paint_rgba(s.specified_style()("stop-color"), s.specified_style()("stop-opacity"))
+                   for s in gradient_stops(paint)]
     colours = [c for c in colours if c is not None] or [[0.5, 0.5, 0.5, 1.0]]
     mean = [sum(c[i] for c in colours) / len(colours) for i in range(4)]
     return mean[:3] + [mean[3] * alpha]
 
 
 def gradient_stops(paint):
-    """The <stop> children of a gradient, following xlink:href chains (Inkscape's habit)."""
+    """The <stop>s of a gradient, or the shapes of a pattern, following xlink:href chains
+    (Inkscape's habit: the content lives in the element referred to)."""
+    wanted = SHAPES if isinstance(paint, inkex.Pattern) else (inkex.Stop,)
     for _ in range(8):
-        stops = [child for child in paint if isinstance(child, inkex.Stop)]
-        if stops:
-            return stops
+        found = [node for node in paint.iterdescendants() if isinstance(node, wanted)]
+        if found:
+            return found
         paint = paint.href if hasattr(paint, "href") else None
         if paint is None:
             return []
@@ -213,6 +270,55 @@ def page_box(svg):
     return inkex.BoundingBox((x, x + w), (y, y + h))
 
 
+def inkscape_boxes(svg, ids):
+    """{id: visual bounding box in document user units} of the elements `ids`, as Inkscape itself
+    draws them (text measured, clip paths applied): `inkscape --query-all` on a copy of the
+    document. Works inside a running Inkscape and headless; {} when Inkscape cannot be asked."""
+    with tempfile.TemporaryDirectory(prefix="clipdraw") as folder:
+        copy = os.path.join(folder, "document.svg")
+        with open(copy, "wb") as f:
+            f.write(etree.tostring(svg.getroottree()))
+        try:
+            out = inkex.command.inkscape(copy, "--query-all")
+        except Exception:  # no inkscape on PATH, or it failed: the caller falls back to inkex's boxes
+            return {}
+    x0, y0 = svg.get_viewbox()[:2]
+    scale = svg.scale or 1.0  # px per user unit: Inkscape answers in px from the page's corner
+    boxes = {}
+    for line in str(out).splitlines():
+        fields = line.strip().split(",")
+        if len(fields) == 5 and fields[0] in ids:
+            try:
+                x, y, w, h = (float(v) / scale for v in fields[1:])
+            except ValueError:
+                continue
+            boxes[fields[0]] = inkex.BoundingBox((x0 + x, x0 + x + w), (y0 + y, y0 + y + h))
+    return boxes
+
+
+def selection_box(svg, selected, items):
+    """The selection's visual bounding box as Inkscape draws it; inkex's estimate (the items'
+    boxes, else the selection's) where Inkscape cannot be asked. None without a selection."""
+    ids = {element.get("id") for element in selected if element.get("id")}
+    boxes = inkscape_boxes(svg, ids) if ids else {}
+    box = union(boxes.values()) or union(item.visual_box() for item in items)
+    return box or (svg.selection.bounding_box() if selected else None)
+
+
+def clip_to_canvas(group, canvas, svg):
+    """Clip `group` to the canvas square, so that the document shows what CLIP saw."""
+    to_local = -group.composed_transform() @ canvas.to_document
+    corners = [to_local.apply_to_point(p) for p in ((0, 0), (canvas.size, 0), (canvas.size, canvas.size), (0, canvas.size))]
+    square = inkex.PathElement()
+    square.set("d", path_data(inkex.Path([Move(corners[0].x, corners[0].y)] +
+                                         [Line(p.x, p.y) for p in corners[1:]] + [ZoneClose()])))
+    clip = inkex.ClipPath()
+    clip.set("id", svg.get_unique_id("clipdraw-canvas"))
+    clip.append(square)
+    svg.defs.append(clip)
+    group.set("clip-path", clip.get_id(as_url=2))
+
+
 def union(boxes):
     box = None
     for b in boxes:
@@ -288,14 +394,24 @@ def item_to_shape(item, canvas):
     """One element as a scene shape (canvas pixels)."""
     to_canvas = canvas.to_canvas @ item.transform
     csp = item.path.to_superpath().transform(to_canvas)
-    return {
+    shape = {
         "id": item.element.get("id"),
         "subpaths": superpath_to_subpaths(csp, closed_flags(item.path)),
         "stroke": item.stroke,
         "stroke_width": item.width * canvas.scale,
         "fill": item.fill,
         "fill_rule": item.fill_rule if item.fill_rule in ("nonzero", "evenodd") else "nonzero",
+        **item.stroke_style,
     }
+    scale = item.scale * canvas.scale  # element units -> canvas px
+    if "stroke_dasharray" in shape:
+        shape["stroke_dasharray"] = [d * scale for d in shape["stroke_dasharray"]]
+        shape["stroke_dashoffset"] = shape.get("stroke_dashoffset", 0.0) * scale
+    if item.opacity < 1:
+        shape["alpha_max"] = item.opacity  # the groups' opacity stays: what is written back is what was optimized
+    if item.fixed:
+        shape["fixed_paints"] = list(item.fixed)
+    return shape
 
 
 def scene_of(items, canvas, background=(1, 1, 1, 1)):
@@ -357,12 +473,19 @@ def alpha_value(a):
     return f"{max(0.0, min(1.0, a)):.6g}"
 
 
+# attributes from which Inkscape rebuilds `d` on reading: a live path effect, a shape tool's
+# parameters. A refined path drops them (it is a plain path now), or its refinement snaps back.
+REBUILDS_D = ("inkscape:path-effect", "inkscape:original-d", "sodipodi:type")
+
+
 def write_in_place(item, sent, got, canvas, snapshot):
     """Change only what the engine changed: path data, and stroke/fill/width style properties.
 
     The element keeps its id, other attributes, transform and place; a basic shape that moved
-    becomes a <path> with the same id. Returns (element now in the document, names of the
-    attributes written), or (None, ()) when the engine changed nothing.
+    becomes a <path> with the same id. A paint that is no flat colour (gradient, pattern,
+    currentColor) keeps its reference, caps, joins and dashes stay as they are. Returns
+    (element now in the document, names of the attributes written), or (None, ()) when the
+    engine changed nothing.
     """
     element = item.element
     original = snapshot.original(element)
@@ -375,17 +498,27 @@ def write_in_place(item, sent, got, canvas, snapshot):
             element = as_path_element(element, original)
         element.set("d", d)
         written.add("d")
-    for name, sent_rgba, got_rgba in (("stroke", sent["stroke"], got.get("stroke")),
-                                      ("fill", sent["fill"], got.get("fill"))):
-        if not differs(sent_rgba, got_rgba):
+        for name in REBUILDS_D:
+            key = inkex.addNS(*reversed(name.split(":")))
+            if key in element.attrib:
+                del element.attrib[key]
+                written.add(key)
+    for name in ("stroke", "fill"):
+        sent_rgba, got_rgba = sent[name], got.get(name)
+        if name in item.fixed or not differs(sent_rgba, got_rgba):
             continue
         written.add("style")
         if got_rgba is None:
             style[name] = "none"
             continue
-        if sent_rgba is None or differs(sent_rgba[:3], got_rgba[:3]):
+        # a colour with its own alpha (rgba(), hsla(), #rrggbbaa) is written as #rrggbb, and its
+        # alpha goes into *-opacity with the rest, so that nothing multiplies in twice
+        own_alpha = sent_rgba is None or item.colour_alpha[name] != 1.0
+        new_rgb = sent_rgba is None or differs(sent_rgba[:3], got_rgba[:3])
+        new_alpha = sent_rgba is None or abs(sent_rgba[3] - got_rgba[3]) > SAME
+        if new_rgb or (new_alpha and own_alpha):
             style[name] = colour(got_rgba)
-        if sent_rgba is None or abs(sent_rgba[3] - got_rgba[3]) > SAME:
+        if new_alpha or (new_rgb and own_alpha):
             # the element's and its ancestors' opacity stay; the paint's own opacity takes the rest
             own = got_rgba[3] / item.opacity if item.opacity > 0 else 1.0
             style[name + "-opacity"] = alpha_value(own)
@@ -396,11 +529,37 @@ def write_in_place(item, sent, got, canvas, snapshot):
             written.add("style")
     if not written:
         return None, ()
-    style["stroke-linecap"] = "round"
-    style["stroke-linejoin"] = "round"
-    element.set("style", str(style))
-    written.add("style")
+    if "style" in written:
+        element.set("style", str(style))
     return element, written
+
+
+def dropped_effects(written):
+    """Ids of the elements whose live path effect (or shape parameters) writing dropped."""
+    keys = {inkex.addNS(*reversed(name.split(":"))) for name in REBUILDS_D[:2]}
+    return sorted(element.get("id") for element, names in written.items() if keys & set(names))
+
+
+UNSEEN = {"marker-start": "markers", "marker-mid": "markers", "marker-end": "markers",
+          "clip-path": "clip path", "mask": "mask", "filter": "filter"}
+
+
+def unseen(items):
+    """What CLIP does not see of `items`: {"markers": [ids], "filter": [ids], ...}, naming the
+    element (the item or an ancestor group) that carries it."""
+    found = {}
+    for item in items:
+        for prop in ("marker-start", "marker-mid", "marker-end"):  # inherited
+            if str(item.element.specified_style().get(prop) or "none").strip() != "none":
+                found.setdefault(UNSEEN[prop], {})[item.element.get("id")] = None
+        node = item.element
+        while isinstance(node, inkex.BaseElement) and not isinstance(node, inkex.SvgDocumentElement):
+            for prop in ("clip-path", "mask", "filter"):  # not inherited: on each element itself
+                value = node.cascaded_style().get(prop) or node.attrib.get(prop)
+                if value and str(value).strip() != "none":
+                    found.setdefault(UNSEEN[prop], {})[node.get("id")] = None
+            node = node.getparent()
+    return {kind: list(ids) for kind, ids in found.items()}
 
 
 def as_path_element(element, attrib):
@@ -430,8 +589,14 @@ def new_path(shape, canvas, parent_transform, svg, label=None):
             style[name] = colour(rgba)
             style[name + "-opacity"] = alpha_value(rgba[3])
     style["stroke-width"] = f"{float(shape.get('stroke_width', 1)) / scale:.6g}" if scale > 0 else "1"
-    style["stroke-linecap"] = "round"
-    style["stroke-linejoin"] = "round"
+    caps = {**STROKE_DEFAULTS, **shape}
+    style["stroke-linecap"] = caps["stroke_linecap"]
+    style["stroke-linejoin"] = caps["stroke_linejoin"]
+    if caps["stroke_linejoin"] == "miter":
+        style["stroke-miterlimit"] = f"{float(caps['stroke_miterlimit']):.6g}"
+    if caps["stroke_dasharray"] and scale > 0:
+        style["stroke-dasharray"] = ",".join(f"{d / scale:.6g}" for d in caps["stroke_dasharray"])
+        style["stroke-dashoffset"] = f"{float(caps['stroke_dashoffset']) / scale:.6g}"
     if shape.get("fill_rule") == "evenodd":
         style["fill-rule"] = "evenodd"
     element.style = style

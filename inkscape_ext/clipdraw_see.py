@@ -16,15 +16,20 @@ class See(inkex.EffectExtension):
         pars.add_argument("--model", default="")
         pars.add_argument("--pretrained", default="")
 
+    def has_changed(self, ret):
+        """Never: inkex then writes no output, and Inkscape records no undo step and does not
+        mark the document modified (reading alone normalises attributes and adds ids)."""
+        return False
+
     def effect(self):
         opt = self.options
         selected = list(self.svg.selection.values())
         snapshot = cs.Snapshot(self.svg)
+        box = cs.selection_box(self.svg, selected, [])
         # nothing selected: everything visible, framed by the page
         items, skipped, unlinked = cs.collect(self.svg, selected or [self.svg])
-        box = cs.union(item.visual_box() for item in items) if selected else None
         if selected and box is None:
-            box = self.svg.selection.bounding_box()
+            box = cs.selection_box(self.svg, selected, items)
         canvas = cs.Canvas(box or cs.page_box(self.svg), opt.resolution)
         scene, items = cs.scene_of(items, canvas)
         cs.relink(unlinked, set())

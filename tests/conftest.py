@@ -1,5 +1,6 @@
 """Shared fixtures: small random-weight CLIP models built once per test session (see tiny_model.py)."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def tiny_clip(tiny_model):
 def vit_b32_random(tmp_path_factory):
     """(model name, checkpoint) of OpenAI's ViT-B/32 architecture with random fp16 weights (~300 MB)."""
     return make_random_vit_b32(tmp_path_factory.mktemp("vit-b-32"))
+
+
+@pytest.fixture
+def query_all():
+    """`inkscape --query-all FILE` run directly: {id: (x, y, width, height)} in px."""
+    def query(path):
+        out = subprocess.run(["inkscape", "--query-all", str(path)], capture_output=True, text=True,
+                             timeout=120).stdout
+        return {f[0]: tuple(map(float, f[1:])) for f in (line.split(",") for line in out.splitlines()) if len(f) == 5}
+    return query
 
 
 # CI installs Inkscape and Xvfb (tests/run.sh), so there a skipped plugin or end-to-end test means

@@ -65,6 +65,36 @@ def test_draw_refines_an_svg_and_keeps_its_ids(tiny_model, tmp_path):
     assert abs(float(scene.shapes[1].subpaths[0].points[:, 0].mean()) - 45) < 3  # transform applied
 
 
+def test_init_svg_reads_opacity_visibility_display_caps_and_dashes(tiny_model, tmp_path):
+    """--init reads a document as the plugin does: opacity of the shape and its groups in alpha,
+    hidden shapes left out, caps, joins and dashes kept (scaled with the stroke); and the SVG
+    written back says the same."""
+    sketch = tmp_path / "sketch.svg"
+    sketch.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
+        '<g opacity="0.5"><path id="faded" d="M 10 10 L 30 30" style="stroke:#f00;opacity:0.8;fill:none"/></g>'
+        '<path id="invisible" d="M 1 1 L 9 9" style="stroke:#000;visibility:hidden"/>'
+        '<g style="display:none"><path id="undisplayed" d="M 1 1 L 9 9" style="stroke:#000"/></g>'
+        '<g style="visibility:hidden"><path id="shown" d="M 1 9 L 9 1" style="stroke:#00f;visibility:visible"/></g>'
+        '<g transform="scale(2)"><path id="dashed" d="M 5 20 L 25 20 L 25 28" style="fill:none;stroke:rgba(0,128,0,0.5);'
+        'stroke-width:2;stroke-linecap:square;stroke-linejoin:bevel;stroke-dasharray:3 1 2;stroke-dashoffset:1"/></g>'
+        '<path id="mitred" d="M 40 40 L 50 50 L 60 40" style="fill:none;stroke:#000;stroke-miterlimit:8"/></svg>')
+    out = tmp_path / "out.json"
+    r = clipdraw("draw", "a cat", "-o", tmp_path / "out.svg", "--scene", out, "--init", sketch,
+                 "--iters", 1, "--lock", "points", "--lock", "widths", "--lock", "colors", *model_args(tiny_model))
+    assert r.returncode == 0, r.stderr
+    for scene in (Scene.load(out), svg_to_scene(tmp_path / "out.svg")):  # the SVG written reads back the same
+        shapes = {s.id: s for s in scene.shapes}
+        assert list(shapes) == ["faded", "shown", "dashed", "mitred"]
+        assert float(shapes["faded"].stroke[3]) == pytest.approx(0.4, abs=1e-3)
+        dashed = shapes["dashed"]
+        assert float(dashed.stroke[3]) == pytest.approx(0.5, abs=3e-3) and float(dashed.stroke_width) == 4
+        assert (dashed.stroke_linecap, dashed.stroke_linejoin) == ("square", "bevel")
+        assert dashed.stroke_dasharray == pytest.approx([6, 2, 4, 6, 2, 4]) and dashed.stroke_dashoffset == 2
+        mitred = shapes["mitred"]  # SVG's defaults: butt caps, miter joins
+        assert (mitred.stroke_linecap, mitred.stroke_linejoin, mitred.stroke_miterlimit) == ("butt", "miter", 8)
+
+
 def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
     from PIL import Image
 

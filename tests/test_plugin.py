@@ -3,6 +3,7 @@ selection into a scene, the mapping into the canvas and back, and writing replie
 import copy
 import math
 import os
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -369,7 +370,7 @@ def test_in_place_keeps_id_attributes_place_and_everything_else():
     assert style["fill"] == "#336699" and style["stroke-dasharray"] == "4,2"  # what the engine kept
     assert style["stroke"] == "#00ff00" and float(style["stroke-opacity"]) == pytest.approx(0.3 / 0.6, abs=1e-5)
     assert float(style["stroke-width"]) == pytest.approx(4, rel=1e-5)
-    assert style["stroke-linecap"] == "round" and style["stroke-linejoin"] == "round"
+    assert "stroke-linecap" not in style and "stroke-linejoin" not in style  # SVG's butt and miter stay
     for i, xml in untouched.items():
         assert etree.tostring(svg.getElementById(i)) == xml, i
     assert dict(svg.getElementById("layer1").attrib) == layer_attrs
@@ -389,3 +390,202 @@ def test_new_path_lands_where_the_scene_says_in_its_parent():
     style = inkex.Style(path.get("style"))
     assert float(style["stroke-width"]) == pytest.approx(3 / canvas.scale, rel=1e-5)
     assert style["stroke"] == "#ff0000" and float(style["stroke-opacity"]) == 0.5 and style["fill"] == "none"
+
+
+# ---- the document keeps what the user made (issue 7) -----------------------------------------
+
+def reply_moving(shape, dx=1.0, **changes):
+    """What the engine might send back for `shape`: its first point moved by dx canvas px, and
+    the given keys changed."""
+    got = float32(copy.deepcopy(shape))
+    got["subpaths"][0]["points"][0][0] += dx
+    got.update(changes)
+    return got
+
+
+def write_back(svg, ids, change):
+    """Read `ids`, write replies made by change(shape) back; returns (scene sent, {id: written names})."""
+    snapshot = cs.Snapshot(svg)
+    items, scene, canvas = read(svg, ids)
+    written = {}
+    for item, shape in zip(items, scene["shapes"]):
+        element, names = cs.write_in_place(item, shape, change(shape), canvas, snapshot)
+        if element is not None:
+            written[element] = names
+    snapshot.restore(written)
+    return scene, written
+
+
+PAINTS = """
+<defs id="defs">
+  <linearGradient id="stops"><stop offset="0" style="stop-color:#ff0000"/><stop offset="1" style="stop-color:#0000ff;stop-opacity:0.5"/></linearGradient>
+  <linearGradient id="grad" xlink:href="#stops" x1="0" y1="0" x2="50" y2="0" gradientUnits="userSpaceOnUse"/>
+  <linearGradient id="swatch" inkscape:swatch="solid"><stop offset="0" style="stop-color:#00ff00;stop-opacity:0.8"/></linearGradient>
+  <pattern id="tiles" width="4" height="4" patternUnits="userSpaceOnUse"><rect width="2" height="2" style="fill:#000000"/><rect x="2" width="2" height="2" style="fill:#ffffff"/></pattern>
+  <pattern id="tiles2" xlink:href="#tiles" patternTransform="rotate(10)"/>
+</defs>
+<g id="g">
+  <path id="gradient" d="M 0 0 L 50 10" style="fill:none;stroke:url(#grad);stroke-width:4"/>
+  <path id="swatched" d="M 0 20 L 50 30 L 20 40 Z" style="fill:url(#swatch);stroke:#000000"/>
+  <path id="patterned" d="M 60 0 L 90 0 L 90 30 Z" style="fill:url(#tiles2);stroke:none"/>
+  <path id="current" d="M 60 40 L 90 50" style="stroke:currentColor;color:#0000ff;fill:none;stroke-width:2"/>
+</g>"""
+
+
+def test_paints_that_are_not_flat_colours_keep_their_reference():
+    svg = load(PAINTS)
+    defs = etree.tostring(svg.getElementById("defs"))
+    scene, written = write_back(svg, ["g"], lambda s: reply_moving(
+        s, stroke=None if s["stroke"] is None else [0.2, 0.6, 0.8, 0.7], fill=None if s["fill"] is None else [0.9, 0.6, 0.3, 0.7],
+        stroke_width=s["stroke_width"] * 1.5))
+    shapes = {s["id"]: s for s in scene["shapes"]}
+    # what the engine saw: the mean colour of the stops (or of the pattern's content), with their opacity
+    assert shapes["gradient"]["stroke"] == pytest.approx([0.5, 0, 0.5, 0.75])
+    assert shapes["swatched"]["fill"] == pytest.approx([0, 1, 0, 0.8])
+    assert shapes["patterned"]["fill"] == pytest.approx([0.5, 0.5, 0.5, 1.0])
+    assert shapes["current"]["stroke"] == pytest.approx([0, 0, 1, 1])
+    assert [shapes[i].get("fixed_paints") for i in ("gradient", "swatched", "patterned", "current")] == \
+        [["stroke"], ["fill"], ["fill"], ["stroke"]]
+    assert etree.tostring(svg.getElementById("defs")) == defs  # nothing written into or removed from <defs>
+    style = {i: inkex.Style(svg.getElementById(i).attrib["style"]) for i in shapes}
+    assert (style["gradient"]["stroke"], style["swatched"]["fill"], style["patterned"]["fill"], style["current"]["stroke"]) == \
+        ("url(#grad)", "url(#swatch)", "url(#tiles2)", "currentColor")
+    assert style["swatched"]["stroke"] == "#3399cc"  # a flat colour still changes
+    assert float(style["gradient"]["stroke-width"]) == pytest.approx(6, rel=1e-5)  # geometry and width refined
+    assert len(written) == 4 and all("d" in names for names in written.values())
+
+
+ALPHAS = """
+<g id="g" style="opacity:0.5">
+  <path id="rgba" d="M 0 0 L 50 10" style="fill:none;stroke:rgba(255,0,0,0.5);stroke-opacity:0.8"/>
+  <path id="hsla" d="M 0 20 L 50 30 L 20 40 Z" style="fill:hsla(120,100%,50%,0.25);stroke:none"/>
+  <path id="hex8" d="M 60 0 L 90 0 L 90 30 Z" style="fill:#0000ff80;stroke:hsl(240, 100%, 25%)"/>
+</g>"""
+
+
+def test_colour_alpha_is_read_and_written_back_exactly():
+    svg = load(ALPHAS)
+    items, scene, canvas = read(svg, ["g"])
+    shapes = {s["id"]: s for s in scene["shapes"]}
+    assert shapes["rgba"]["stroke"] == pytest.approx([1, 0, 0, 0.5 * 0.8 * 0.5])
+    assert shapes["hsla"]["fill"] == pytest.approx([0, 1, 0, 0.25 * 0.5])
+    assert shapes["hex8"]["fill"] == pytest.approx([0, 0, 1, 128 / 255 * 0.5])
+    assert shapes["hex8"]["stroke"] == pytest.approx([0, 0, 128 / 255, 0.5], abs=1 / 255)
+    assert all(s["alpha_max"] == 0.5 for s in scene["shapes"])  # the group's opacity caps the engine
+
+    replies = {"rgba": {"stroke": [1, 0, 0, 0.45]},  # only alpha changes
+               "hsla": {"fill": [0.2, 0.4, 0.6, 0.125]},  # only the colour changes
+               "hex8": {"fill": [0, 0, 1, 0.1]}}
+    write_back(svg, ["g"], lambda s: dict(float32(copy.deepcopy(s)), **replies[s["id"]]))
+    again, scene2, _ = read(svg, ["g"])
+    for s in scene2["shapes"]:
+        for name, rgba in replies[s["id"]].items():
+            assert s[name][3] == pytest.approx(rgba[3], abs=1e-5), (s["id"], name)
+            assert s[name][:3] == pytest.approx(rgba[:3], abs=0.5 / 255), (s["id"], name)
+    style = inkex.Style(svg.getElementById("rgba").attrib["style"])
+    assert style["stroke"] == "#ff0000" and float(style["stroke-opacity"]) == pytest.approx(0.9)
+
+
+CAPS = """
+<g id="g" transform="scale(2)">
+  <path id="dashed" d="M 0 0 L 50 10 L 60 40" style="fill:none;stroke:#000;stroke-width:1mm;stroke-linecap:butt;stroke-linejoin:miter;stroke-miterlimit:7;stroke-dasharray:2mm,1mm;stroke-dashoffset:1"/>
+  <path id="plain" d="M 0 20 L 50 30" style="fill:none;stroke:#000"/>
+  <path id="rounded" d="M 0 40 L 50 50" style="fill:none;stroke:#000;stroke-linecap:round;stroke-linejoin:bevel"/>
+</g>"""
+
+
+def test_caps_joins_and_dashes_are_read_and_kept():
+    svg = load(CAPS)
+    items, scene, canvas = read(svg, ["g"])
+    dashed, plain, rounded = scene["shapes"]
+    mm = 96 / 25.4
+    px = 2 * canvas.scale  # element units -> canvas px
+    assert (dashed["stroke_linecap"], dashed["stroke_linejoin"], dashed["stroke_miterlimit"]) == ("butt", "miter", 7)
+    assert dashed["stroke_dasharray"] == pytest.approx([2 * mm * px, mm * px]) and dashed["stroke_dashoffset"] == pytest.approx(px)
+    assert (plain["stroke_linecap"], plain["stroke_linejoin"]) == ("butt", "miter")  # SVG's defaults
+    assert "stroke_dasharray" not in plain
+    assert rounded["stroke_linejoin"] == "bevel" and "stroke_linecap" not in rounded  # round: the scene's default
+    styles = {i: svg.getElementById(i).attrib["style"] for i in ("dashed", "plain", "rounded")}
+    write_back(svg, ["g"], lambda s: reply_moving(s, stroke_width=s["stroke_width"] * 2))
+    for i, before in styles.items():
+        after = inkex.Style(svg.getElementById(i).attrib["style"])
+        for key, value in inkex.Style(before).items():
+            if key != "stroke-width":
+                assert after[key] == value, (i, key)
+        assert "stroke-linecap" in after or "stroke-linecap" not in before  # nothing forced
+        assert after.get("stroke-linecap") == inkex.Style(before).get("stroke-linecap")
+    # a copy (the new-layer output) writes the same caps and dashes
+    layer = svg.getElementById("g")
+    copy_ = cs.new_path(dashed, canvas, layer.composed_transform(), svg)
+    style = inkex.Style(copy_.get("style"))
+    assert (style["stroke-linecap"], style["stroke-linejoin"], float(style["stroke-miterlimit"])) == ("butt", "miter", 7)
+    assert [float(v) for v in style["stroke-dasharray"].split(",")] == pytest.approx([2 * mm, mm], rel=1e-5)
+
+
+LPE = """
+<defs><inkscape:path-effect id="effect1" effect="bspline" weight="33.333333"/></defs>
+<path id="lpe" d="M 10 10 C 20 20 30 20 40 10" inkscape:path-effect="#effect1" inkscape:original-d="M 10 10 L 25 25 L 40 10"
+      style="fill:none;stroke:#000"/>
+<path id="arc" sodipodi:type="arc" sodipodi:cx="60" sodipodi:cy="60" sodipodi:rx="10" sodipodi:ry="10"
+      d="M 70 60 A 10 10 0 0 1 60 70 A 10 10 0 0 1 50 60 A 10 10 0 0 1 60 50 A 10 10 0 0 1 70 60 Z" style="fill:none;stroke:#000"/>
+<path id="still" d="M 10 80 L 40 80" inkscape:path-effect="#effect1" inkscape:original-d="M 10 80 L 40 80" style="fill:none;stroke:#000"/>"""
+
+
+def test_a_refined_live_path_effect_path_becomes_a_plain_path():
+    svg = load(LPE, 'width="100" height="100" viewBox="0 0 100 100" '
+                    'xmlns:sodipodi="http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd"')
+    before = etree.tostring(svg.getElementById("still"))
+    scene, written = write_back(svg, ["lpe", "arc", "still"], lambda s: reply_moving(s, dx=0 if s["id"] == "still" else 1))
+    for i in ("lpe", "arc"):
+        element = svg.getElementById(i)
+        assert not {"inkscape:path-effect", "inkscape:original-d", "sodipodi:type"} & {
+            k.replace("{http://www.inkscape.org/namespaces/inkscape}", "inkscape:").replace(
+                "{http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd}", "sodipodi:") for k in element.attrib}
+    assert etree.tostring(svg.getElementById("still")) == before  # unchanged: its effect stays
+    assert svg.getElementById("effect1") is not None  # the effect's definition stays in <defs>
+    assert cs.dropped_effects(written) == ["lpe"]
+
+
+def test_what_clip_does_not_see_is_named():
+    body = """
+    <defs><marker id="m"><path d="M 0 0 L 1 1"/></marker><clipPath id="c"><rect width="5" height="5"/></clipPath>
+          <mask id="k"><rect width="5" height="5" fill="#fff"/></mask><filter id="f"><feGaussianBlur stdDeviation="1"/></filter></defs>
+    <g id="g" style="filter:url(#f)">
+      <path id="arrow" d="M 0 0 L 10 10" style="stroke:#000;marker-end:url(#m)"/>
+      <path id="clipped" d="M 0 0 L 10 10" clip-path="url(#c)" style="stroke:#000"/>
+      <path id="masked" d="M 0 0 L 10 10" style="stroke:#000;mask:url(#k)"/>
+    </g>
+    <path id="bare" d="M 0 0 L 10 10" style="stroke:#000"/>"""
+    svg = load(body)
+    items, _, _ = cs.collect(svg, [svg.getElementById("g"), svg.getElementById("bare")])
+    assert cs.unseen(items) == {"filter": ["g"], "markers": ["arrow"], "clip path": ["clipped"], "mask": ["masked"]}
+    items, _, _ = cs.collect(svg, [svg.getElementById("bare")])
+    assert cs.unseen(items) == {}
+
+
+@pytest.mark.skipif(not shutil.which("inkscape"), reason="needs Inkscape (apt-get install inkscape)")
+def test_the_frame_is_the_visual_box_inkscape_measures(tmp_path, query_all):
+    """Text (inkex gives it no real box) and a clipped path, in a mm document whose viewBox does
+    not start at 0: the selection's box is what `inkscape --query-all` says, in user units."""
+    body = """
+    <defs><clipPath id="half"><rect x="0" y="0" width="30" height="200"/></clipPath></defs>
+    <g id="layer" transform="translate(5,3)">
+      <text id="words" x="20" y="50" style="font-size:12px;font-family:sans-serif">Hello CLIP</text>
+      <path id="cut" d="M 10 100 L 60 100" clip-path="url(#half)" style="stroke:#000;stroke-width:4"/>
+    </g>"""
+    attrs = 'width="100mm" height="100mm" viewBox="-10 -20 100 100"'
+    svg = load(body, attrs)
+    (tmp_path / "doc.svg").write_bytes(etree.tostring(svg))
+    px = query_all(tmp_path / "doc.svg")
+    per_uu = 96 / 25.4  # px per user unit: 100 user units span 100 mm
+    for ids in (["words"], ["words", "cut"]):
+        box = cs.selection_box(svg, [svg.getElementById(i) for i in ids], [])
+        left = min(px[i][0] for i in ids) / per_uu - 10
+        right = max(px[i][0] + px[i][2] for i in ids) / per_uu - 10
+        top = min(px[i][1] for i in ids) / per_uu - 20
+        bottom = max(px[i][1] + px[i][3] for i in ids) / per_uu - 20
+        assert (box.left, box.right, box.top, box.bottom) == pytest.approx((left, right, top, bottom), abs=1e-3)
+    words = cs.selection_box(svg, [svg.getElementById("words")], [])
+    assert words.width > 30 and 5 < words.height < 20  # a real box around the text, not a point
+    cut = cs.selection_box(svg, [svg.getElementById("cut")], [])
+    assert cut.right == pytest.approx(35, abs=1e-3)  # the clip path applied: 30 + the layer's 5

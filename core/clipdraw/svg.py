@@ -48,7 +48,12 @@ def shape_style(shape: Shape) -> str:
         colour, opacity = _paint(shape.stroke)
         props += [f"stroke:{colour}", f"stroke-opacity:{opacity}",
                   f"stroke-width:{_num(float(shape.stroke_width.detach()))}",
-                  "stroke-linecap:round", "stroke-linejoin:round"]
+                  f"stroke-linecap:{shape.stroke_linecap}", f"stroke-linejoin:{shape.stroke_linejoin}"]
+        if shape.stroke_linejoin == "miter":
+            props.append(f"stroke-miterlimit:{_num(shape.stroke_miterlimit)}")
+        if shape.stroke_dasharray:
+            props += [f"stroke-dasharray:{','.join(_num(d) for d in shape.stroke_dasharray)}",
+                      f"stroke-dashoffset:{_num(shape.stroke_dashoffset)}"]
     else:
         props.append("stroke:none")
     return ";".join(props)
@@ -80,7 +85,9 @@ def scene_to_svg(scene: Scene, width=None, height=None) -> str:
 def svg_to_scene(source) -> Scene:
     """A scene from an SVG file path or file object, through svgelements: transforms applied,
     every segment (lines, quadratics, arcs) turned into cubics, units in px of the document's
-    width and height (the canvas). Shapes with neither stroke nor fill are skipped, and a first
+    width and height (the canvas). As the plugin reads a document: the opacity of a shape and
+    its groups folds into its colours' alpha, hidden shapes (display, visibility) are left out,
+    caps, joins and dashes are kept. Shapes with neither stroke nor fill are skipped, and a first
     rectangle that covers the whole canvas with no stroke becomes the background (as scene_to_svg
     writes it)."""
     import svgelements as se
@@ -95,16 +102,14 @@ def svg_to_scene(source) -> Scene:
     width, height = max(1, round(svg.width)), max(1, round(svg.height))
     scene = Scene(width=width, height=height, shapes=[], background=None)
 
-    def rgba(colour):
+    def rgba(colour, opacity):
         if colour is None or colour.value is None:
             return None
-        return torch.tensor([colour.red / 255, colour.green / 255, colour.blue / 255, colour.alpha / 255],
-                            dtype=torch.float32)
+        return torch.tensor([colour.red / 255, colour.green / 255, colour.blue / 255,
+                             colour.alpha / 255 * opacity], dtype=torch.float32)
 
-    for element in svg.elements():
-        if not isinstance(element, se.Shape) or isinstance(element, se.Group):
-            continue
-        stroke, fill = rgba(element.stroke), rgba(element.fill)
+    for element, opacity in _visible_shapes(svg, 1.0):
+        stroke, fill = rgba(element.stroke, opacity), rgba(element.fill, opacity)
         if stroke is None and fill is None:
             continue
         if (not scene.shapes and scene.background is None and isinstance(element, se.Rect)
@@ -123,8 +128,64 @@ def svg_to_scene(source) -> Scene:
             fill=fill,
             fill_rule="evenodd" if element.values.get("fill-rule") == "evenodd" else "nonzero",
             id=element.id,
+            **_stroke_style(element),
         ))
     return scene
+
+
+def _visible_shapes(group, opacity: float):
+    """(svgelements shape, product of its and its groups' opacity) in paint order, leaving out
+    what display or visibility hides (svgelements reads both but draws regardless)."""
+    import svgelements as se
+
+    for element in group:
+        if element.values.get("display") == "none":
+            continue
+        own = element.values.get("attributes", {}).get("opacity")  # not inherited: the element's own
+        alpha = opacity * _clamped_float(own, 1.0)
+        if isinstance(element, se.Group):
+            yield from _visible_shapes(element, alpha)
+        elif isinstance(element, se.Shape) and element.values.get("visibility") not in ("hidden", "collapse"):
+            yield element, alpha
+
+
+def _clamped_float(text, default: float) -> float:
+    try:
+        return min(1.0, max(0.0, float(text)))
+    except (TypeError, ValueError):
+        return default
+
+
+def _stroke_style(element) -> dict:
+    """The scene's optional stroke keys from an svgelements shape (SVG's defaults where unset),
+    lengths scaled as its width was by the transforms."""
+    import svgelements as se
+
+    from .scene import LINECAPS, LINEJOINS
+
+    v = element.values
+    join = {"miter-clip": "miter", "arcs": "miter"}.get(v.get("stroke-linejoin"), v.get("stroke-linejoin"))
+    style = {"stroke_linecap": v.get("stroke-linecap") if v.get("stroke-linecap") in LINECAPS else "butt",
+             "stroke_linejoin": join if join in LINEJOINS else "miter",
+             "stroke_miterlimit": max(1.0, _float(v.get("stroke-miterlimit"), 4.0))}
+    try:  # svgelements scaled the width by the transforms (its attribute is the width as written)
+        written = se.Length(v.get("stroke-width", "1")).value(ppi=96.0)
+        scale = element.implicit_stroke_width / written if isinstance(written, float) and written > 0 else 1.0
+        dashes = [se.Length(d).value(ppi=96.0) * scale
+                  for d in str(v.get("stroke-dasharray") or "none").replace(",", " ").split() if d != "none"]
+    except (ValueError, TypeError):
+        dashes = []
+    if dashes and all(isinstance(d, float) and d >= 0 for d in dashes) and any(d > 0 for d in dashes):
+        style["stroke_dasharray"] = dashes * (len(dashes) % 2 + 1)
+        style["stroke_dashoffset"] = _float(v.get("stroke-dashoffset"), 0.0) * scale
+    return style
+
+
+def _float(text, default: float) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return default
 
 
 def _cubic_subpaths(path) -> list:
