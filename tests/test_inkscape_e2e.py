@@ -6,6 +6,7 @@ and nothing runs; parameters come from $INKSCAPE_PROFILE_DIR/preferences.xml; a 
 plugin prints opens a dialog that waits for OK (we photograph it and press OK); Inkscape exits 0
 whatever happened; Inkscape runs `python3` from PATH, which must be the system one with lxml.
 """
+import math
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
 import pytest
 from lxml import etree
 
@@ -87,10 +89,10 @@ def windows(env):
     return out
 
 
-def start_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None):
+def start_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, doc=DOC):
     """Start Inkscape headless on `display` (parameters through preferences.xml); (process, env, out)."""
     src = tmp_path / "in.svg"
-    src.write_text(DOC, encoding="utf-8")
+    src.write_text(doc, encoding="utf-8")
     out = tmp_path / "out.svg"
     attrs = " ".join(f"org.clipdraw.draw.{k}={quoteattr(str(v))}" for k, v in prefs.items())
     (profile / "preferences.xml").write_text(
@@ -106,9 +108,9 @@ def start_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None):
     return proc, env, out
 
 
-def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, limit=240):
+def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, limit=240, doc=DOC):
     """Run Inkscape headless on `display`; returns (exported tree, [screenshots of messages shown])."""
-    proc, env, out = start_inkscape(display, profile, tmp_path, actions, prefs, env_extra)
+    proc, env, out = start_inkscape(display, profile, tmp_path, actions, prefs, env_extra, doc)
     shots = []
     deadline = time.time() + limit
     try:
@@ -226,3 +228,122 @@ def test_inkscape_gone_mid_run_takes_plugin_and_engine_along(display, profile, t
             proc.wait()
         for pid in plugin_processes(profile):
             os.kill(pid, signal.SIGKILL)
+
+
+# ---- the document keeps what the user made (issue 7) -----------------------------------------
+
+KEEP = """<svg xmlns="http://www.w3.org/2000/svg" xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape"
+     xmlns:xlink="http://www.w3.org/1999/xlink" width="200" height="200" viewBox="0 0 200 200">
+ <defs id="defs">
+  <linearGradient id="stops"><stop offset="0" style="stop-color:#ff0000"/><stop offset="1" style="stop-color:#0000ff"/></linearGradient>
+  <linearGradient id="across" xlink:href="#stops" x1="20" y1="0" x2="180" y2="0" gradientUnits="userSpaceOnUse"/>
+  <radialGradient id="round" xlink:href="#stops" cx="60" cy="60" r="30" gradientUnits="userSpaceOnUse"/>
+  <inkscape:path-effect id="effect1" effect="bspline" is_visible="true" lpeversion="1" weight="33.333333" steps="2"
+     helper_size="0" apply_no_weight="true" apply_with_weight="true" only_selected="false"/>
+ </defs>
+ <g id="layer1" inkscape:groupmode="layer" inkscape:label="Layer 1">
+  <path id="grad" d="M 20 20 C 60 40 120 0 180 20" style="fill:none;stroke:url(#across);stroke-width:6"/>
+  <circle id="disc" cx="60" cy="60" r="30" style="fill:url(#round);stroke:none"/>
+  <path id="dash" d="M 20 150 L 180 150" style="fill:none;stroke:#000000;stroke-width:4;stroke-linecap:butt;stroke-dasharray:10,10"/>
+  <path id="lpe" d="M 120 60 C 130 100 160 100 170 60" inkscape:path-effect="#effect1"
+        inkscape:original-d="M 110 100 L 140 40 L 190 100" style="fill:none;stroke:#008000;stroke-width:3"/>
+  <text id="words" x="40" y="190" style="font-size:16px;font-family:sans-serif">Hello CLIP</text>
+ </g>
+</svg>
+"""
+KEEP_MODEL = lambda tiny_model: {"CLIPDRAW_MODEL": tiny_model[0], "CLIPDRAW_PRETRAINED": tiny_model[1]}  # noqa: E731
+
+
+def inkscape_inkex():
+    """Inkscape's own inkex (as tests/test_plugin.py uses it), to read the results as the plugin would."""
+    folder = os.environ.get("CLIPDRAW_TEST_INKEX", "/usr/share/inkscape/extensions")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return pytest.importorskip("inkex")
+
+
+def doc_points(element):
+    """An element's cubic control points in document user units (inkex, as the plugin reads them)."""
+    csp = element.path.to_superpath().transform(element.composed_transform())
+    return [p for sub in csp for node in sub for p in node]
+
+
+def test_refine_keeps_gradients_dashes_and_lpe_refinement(display, profile, tmp_path, tiny_model):
+    """Refined in Inkscape: every gradient reference and definition stays; the dashed butt-capped
+    path keeps its style and Inkscape draws it dashed; the LPE path's refinement survives edits
+    that make Inkscape recompute path effects (flipping it twice), where it would snap back."""
+    inkex = inkscape_inkex()
+    prefs = dict(FAST, prompt="a rainbow", summary="true", fidelity="0")
+    select = "select-by-id:grad,disc,dash,lpe;org.clipdraw.draw.noprefs"
+    base, _ = run_inkscape(display, profile, tmp_path, "select-by-id:grad", {}, doc=KEEP)  # Inkscape's own ids added
+    tree, shots = run_inkscape(display, profile, tmp_path, select, prefs, KEEP_MODEL(tiny_model), doc=KEEP)
+    assert tree is not None and len(shots) == 1
+    before = etree.fromstring(KEEP.encode())
+    assert drawing(by_id(tree, "defs")) == drawing(by_id(base, "defs"))  # every definition as it was
+    for i in ("stops", "across", "round", "effect1"):
+        assert by_id(tree, i) is not None, i
+    assert "stroke:url(#across)" in by_id(tree, "grad").get("style")
+    assert "fill:url(#round)" in by_id(tree, "disc").get("style")
+    assert by_id(tree, "grad").get("d") != by_id(before, "grad").get("d")  # refined all the same
+    dash = by_id(tree, "dash")
+    assert dash.get("d") != by_id(before, "dash").get("d")
+    assert inkex.Style(dash.get("style"))["stroke-dasharray"] == "10,10"
+    assert inkex.Style(dash.get("style"))["stroke-linecap"] == "butt"
+    assert "stroke-linejoin" not in inkex.Style(dash.get("style"))
+
+    out = tmp_path / "refined.svg"
+    out.write_bytes(etree.tostring(tree))
+    png = tmp_path / "dash.png"
+    subprocess.run(["inkscape", str(out), "--export-id=dash", "--export-id-only", "--export-type=png",
+                    f"--export-filename={png}", "--export-background=white", "--export-background-opacity=1"],
+                   check=True, capture_output=True, timeout=120, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    from PIL import Image
+
+    ink = (np.asarray(Image.open(png).convert("L")) < 128).any(axis=0)  # [W]: columns with ink
+    runs = np.count_nonzero(np.diff(ink.astype(int)) == 1) + int(ink[0])
+    assert runs >= 6 and 0.3 < ink.mean() < 0.7, (runs, ink.mean())  # 8 dashes of 10 px, gaps of 10
+
+    lpe = by_id(tree, "lpe")
+    assert lpe.get(INK + "path-effect") is None and lpe.get(INK + "original-d") is None
+    refined = doc_points(inkex.load_svg(etree.tostring(tree)).getroot().getElementById("lpe"))
+    flipped, _ = run_inkscape(display, profile, tmp_path,
+                              select + ";select-by-id:lpe;object-flip-horizontal;object-flip-horizontal",
+                              prefs, KEEP_MODEL(tiny_model), doc=KEEP)
+    again = doc_points(inkex.load_svg(etree.tostring(flipped)).getroot().getElementById("lpe"))
+    assert len(again) == len(refined) and max(math.dist(a, b) for a, b in zip(again, refined)) < 1e-3
+
+
+def test_text_only_selection_frames_new_strokes_around_the_text(display, profile, tmp_path, tiny_model, query_all):
+    """New strokes for a text-only selection sit in a square around the text as Inkscape measures
+    it, clipped to that square."""
+    inkex = inkscape_inkex()
+    tree, shots = run_inkscape(display, profile, tmp_path, "select-by-id:words;org.clipdraw.draw.noprefs",
+                               dict(FAST, prompt="a cat", strokes=8, summary="false"), KEEP_MODEL(tiny_model), doc=KEEP)
+    assert tree is not None and len(shots) == 1  # "Left 1 text alone": it is not refined
+    x, y, w, h = query_all(tmp_path / "in.svg")["words"]  # px = user units in this document
+    doc = inkex.load_svg(etree.tostring(tree)).getroot()
+    group = next(g for g in doc.iter() if isinstance(g, inkex.Group) and g.label == "a cat")
+    assert len(group) == 8
+    clip = doc.getElementById(group.get("clip-path")[5:-1])
+    corners = [node[1] for node in clip[0].path.to_superpath().transform(group.composed_transform())[0]][:4]
+    side = max(w, h) / (1 - 2 * 0.05)  # the plugin's margin
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    assert (min(xs) + max(xs)) / 2 == pytest.approx(x + w / 2, abs=1e-2)
+    assert (min(ys) + max(ys)) / 2 == pytest.approx(y + h / 2, abs=1e-2)
+    assert max(xs) - min(xs) == pytest.approx(side, abs=1e-2) and max(ys) - min(ys) == pytest.approx(side, abs=1e-2)
+    for path in group:  # every new stroke starts inside the square
+        start = doc_points(path)[1]
+        assert min(xs) - 1 <= start[0] <= max(xs) + 1 and min(ys) - 1 <= start[1] <= max(ys) + 1
+
+
+def test_what_does_clip_see_leaves_no_undo_step(display, profile, tmp_path, tiny_model):
+    """Flip a path, ask What Does CLIP See?, undo once: the undo takes back the flip, so the look
+    at the drawing left no undo step of its own (and changed nothing)."""
+    base, _ = run_inkscape(display, profile, tmp_path, "select-by-id:grad", {}, doc=KEEP)
+    flipped, _ = run_inkscape(display, profile, tmp_path, "select-by-id:grad;object-flip-horizontal", {}, doc=KEEP)
+    assert drawing(flipped) != drawing(base)  # the flip is a change undo can take back
+    tree, shots = run_inkscape(display, profile, tmp_path,
+                               "select-by-id:grad;object-flip-horizontal;org.clipdraw.see.noprefs;undo",
+                               {}, KEEP_MODEL(tiny_model), doc=KEEP)
+    assert len(shots) == 1  # CLIP's labels were shown
+    assert drawing(tree) == drawing(base)
