@@ -33,12 +33,19 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine). Without
    autograd (a plain render), the layers are painted in order onto the band instead: no sort.
 
-Steps 2-4 run per band of rows (BAND_PIXELS pixels), so memory stays bounded on big canvases.
+5. Strokes with SVG's butt or square caps, miter or bevel joins, or dashes (the scene's optional
+   stroke keys; CLIPDraw's round caps and joins take step 2) become polygons: the path flattened,
+   cut into dashes by arc length, a quad per piece, a wedge per join, a cap per end, and the two
+   quads' overlap inside each turn taken away once, so that the winding number is exactly 1 on
+   the stroke. Step 3 fills them (nonzero): exact area coverage, gradients through the polygon.
+
+Steps 2-5 run per band of rows (BAND_PIXELS pixels), so memory stays bounded on big canvases.
 
 Pixel (row i, column j) covers [j, j+1) x [i, i+1); its centre is (j + 0.5, i + 0.5).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -110,7 +117,7 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     pts, sizes, closed, sub_shape = [], [], [], []
     stroked, filled, widths, evenodd = [], [], [], []
     for si, shape in enumerate(scene.shapes):
-        stroked.append(shape.stroke is not None)
+        stroked.append(shape.stroke is not None and not _styled(shape))
         filled.append(shape.fill is not None)
         widths.append(shape.stroke_width)
         evenodd.append(shape.fill_rule == "evenodd")
@@ -149,7 +156,7 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     widths_t = (torch.stack(widths).to(dtype).clamp(max=MAX_COORDINATE) * wscale if widths
                 else torch.zeros(0, device=device, dtype=dtype))
     colours = torch.zeros(2 * ns, 4, device=device, dtype=dtype)
-    idx = [2 * i + 1 for i in range(ns) if stroked[i]]
+    idx = [2 * i + 1 for i in range(ns) if scene.shapes[i].stroke is not None]
     if idx:
         colours = colours.index_put((torch.tensor(idx, **long),),
                                     torch.stack([s.stroke for s in scene.shapes if s.stroke is not None]).to(dtype))
@@ -600,7 +607,7 @@ def _fill_chords(g: _Gathered):
     return torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_s)
 
 
-def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int):
+def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, evenodd=None):
     """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1, ordered by shape."""
     a, b, cshape = chords
     dev = a.device
@@ -725,17 +732,184 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int):
     with torch.no_grad():
         cov_d = wind.detach().abs()
         cov_d[row_end - 1] = 0  # the spill column
-        if bool(g.evenodd.any()):
-            eo_slot = g.evenodd[torch.repeat_interleave(rshape, accw[rshape])]
+        evenodd = g.evenodd if evenodd is None else evenodd
+        if bool(evenodd.any()):
+            eo_slot = evenodd[torch.repeat_interleave(rshape, accw[rshape])]
             cov_d = torch.where(eo_slot, 1 - (1 - torch.remainder(cov_d, 2)).abs(), cov_d)
         sel = torch.nonzero(cov_d > 1e-7).squeeze(1)
         rid = torch.searchsorted(row_start, sel, right=True) - 1
         sshape = rshape[rid]
         pix = (b0[sshape, 1] + rloc[rid]) * width + b0[sshape, 0] + sel - row_start[rid]
-        e = g.evenodd[sshape]
+        e = evenodd[sshape]
     w = wind[sel].abs()
     cov = torch.where(e, 1 - (1 - torch.remainder(w, 2)).abs(), w.clamp(max=1))
     return pix, sshape, cov
+
+
+# ---- strokes with SVG's caps, joins and dashes ----------------------------------------------
+
+ARC_STEPS = 32  # chords of a round cap or join's arc
+OUTLINE_TOLERANCE = 0.05  # flattening of the path an outline follows (pixels)
+
+
+def _styled(shape) -> bool:
+    """A stroke the distance stroker cannot draw: butt or square caps, miter or bevel joins, dashes."""
+    return (shape.stroke is not None and (shape.stroke_linecap != "round" or shape.stroke_linejoin != "round"
+                                          or shape.stroke_dasharray is not None))
+
+
+def _polyline(points: torch.Tensor, closed: bool) -> torch.Tensor:
+    """The subpath's cubics flattened to a polyline [n + 1, 2] (autograd; closed: last = first)."""
+    k = points.shape[0]
+    if k == 1:
+        return points
+    idx, _ = _segment_table(np.array([k]), np.array([closed]), np.array([0]))
+    ctrl = points[torch.from_numpy(idx).to(points.device)]  # [S, 4, 2]
+    _, _, _, a, b = _flatten(ctrl.detach(), OUTLINE_TOLERANCE, MAX_CHORDS_FILL, with_grad_ctrl=ctrl)
+    return torch.cat((a, b[-1:]))
+
+
+def _dashes(line: torch.Tensor, dash: list, offset: float) -> list:
+    """The pieces of the polyline [n, 2] that SVG's dash pattern (lengths along it) keeps."""
+    with torch.no_grad():
+        seg = (line[1:] - line[:-1]).norm(dim=1)
+        cum = torch.cat((torch.zeros(1, dtype=line.dtype, device=line.device), torch.cumsum(seg, 0)))
+    total = float(cum[-1])
+    period = sum(dash)
+    start = -(offset % period)
+    spans = []
+    while start < total:
+        for i in range(0, len(dash), 2):
+            lo, hi = start, start + dash[i]
+            if hi > 0 and lo < total and hi > lo:
+                spans.append((max(lo, 0.0), min(hi, total)))
+            start += dash[i] + dash[i + 1]
+            if start >= total:
+                break
+    pieces = []
+    for lo, hi in spans:
+        # the points at arc lengths lo and hi (interpolated, autograd) and the vertices between
+        i0 = int(torch.searchsorted(cum, torch.tensor(lo, dtype=cum.dtype), right=True)) - 1
+        i1 = int(torch.searchsorted(cum, torch.tensor(hi, dtype=cum.dtype), right=False))
+        i0 = min(max(i0, 0), len(seg) - 1)
+        i1 = min(max(i1, 1), len(seg))
+        f0 = (lo - float(cum[i0])) / max(float(seg[i0]), 1e-12)
+        f1 = (hi - float(cum[i1 - 1])) / max(float(seg[i1 - 1]), 1e-12)
+        p0 = line[i0] + f0 * (line[i0 + 1] - line[i0])
+        p1 = line[i1 - 1] + f1 * (line[i1] - line[i1 - 1])
+        pieces.append(torch.cat((p0[None], line[i0 + 1:i1], p1[None])))
+    return pieces
+
+
+def _arc(centre, r0: torch.Tensor, r1: torch.Tensor, through: Optional[torch.Tensor] = None):
+    """ARC_STEPS + 1 points from centre + r0 to centre + r1 around centre (radius |r0|), the short
+    way, or through the direction `through` (a half turn: a round cap)."""
+    a0 = torch.atan2(r0[1], r0[0])
+    a1 = torch.atan2(r1[1], r1[0])
+    with torch.no_grad():
+        sweep = torch.remainder(a1 - a0 + math.pi, 2 * math.pi) - math.pi
+        if through is not None:
+            mid = torch.atan2(through[1], through[0])
+            sweep = torch.where(torch.remainder(mid - a0, 2 * math.pi) < math.pi, torch.tensor(math.pi), -math.pi)
+    angles = a0 + sweep * torch.linspace(0, 1, ARC_STEPS + 1, dtype=r0.dtype, device=r0.device)
+    radius = r0.norm()
+    return centre + radius * torch.stack((torch.cos(angles), torch.sin(angles)), 1)
+
+
+def _piece_polygons(line: torch.Tensor, closed: bool, hw: torch.Tensor, cap: str, join: str, limit: float):
+    """Polygons ([V, 2], or [k, V, 2] for k alike) whose union is the stroke of one polyline (a quad
+    per segment, a wedge per join on its outer side, a cap at each end of an open line), and the
+    overlaps of adjacent quads inside the turns, to be taken away once."""
+    with torch.no_grad():
+        keep = torch.cat((torch.ones(1, dtype=torch.bool, device=line.device),
+                          (line[1:] - line[:-1]).norm(dim=1) > 1e-6))
+    line = line[keep]
+    polys, holes = [], []
+    if line.shape[0] < 2:  # a zero-length piece: SVG draws a square or round cap around it, or nothing
+        p = line[0]
+        r = torch.stack((hw, hw * 0))
+        up = torch.stack((hw * 0, hw))
+        if cap == "square":
+            polys.append(torch.stack((p - r - up, p + r - up, p + r + up, p - r + up)))
+        elif cap == "round":
+            polys.append(torch.cat((_arc(p, r, -r, up), _arc(p, -r, r, -up)[1:-1])))
+        return polys, holes
+    d = line[1:] - line[:-1]
+    u = d / d.norm(dim=1, keepdim=True)  # [m, 2]
+    n = torch.stack((-u[:, 1], u[:, 0]), 1) * hw
+    a, b = line[:-1], line[1:]
+    polys.append(torch.stack((a + n, b + n, b - n, a - n), 1))  # [m, 4, 2]
+    corners = list(range(1, d.shape[0])) + ([0] if closed else [])
+    for i in corners:
+        v, u0, u1, n0, n1 = line[i], u[i - 1], u[i], n[i - 1], n[i]
+        with torch.no_grad():
+            turn = float(u0[0] * u1[1] - u0[1] * u1[0])
+            cos_phi = float((u0 * u1).sum())
+        if abs(turn) < 1e-9 and cos_phi > 0:
+            continue  # straight on: the quads abut
+        side = -1.0 if turn > 0 else 1.0  # the outer side of the turn
+        o0, o1 = side * n0, side * n1
+        # inside the turn the two quads overlap in the kite (v, v - o0, c, v - o1): taken once
+        # more with the opposite orientation, the winding there is 1 and the union exact (where
+        # c, the inner corner, lies on both segments)
+        with torch.no_grad():
+            reach = float(hw) * math.sqrt(max(1 - cos_phi, 0) / max(1 + cos_phi, 1e-12))
+            fits = cos_phi > -0.99 and reach <= min(float(d[i - 1].norm()), float(d[i].norm()))
+        if fits:
+            c = v - (o0 + o1) / (1 + (o0 * o1).sum() / (hw * hw))
+            holes.append(torch.stack((v, v - o0, c, v - o1)))
+        if join == "round":
+            polys.append(torch.cat((v[None], _arc(v, o0, o1))))
+        elif join == "miter" and 1 / max(math.sqrt((1 + cos_phi) / 2), 1e-12) <= limit:
+            tip = v + (o0 + o1) / (1 + (o0 * o1).sum() / (hw * hw))
+            polys.append(torch.stack((v, v + o0, tip, v + o1)))
+        else:  # bevel, and a miter over the limit
+            polys.append(torch.stack((v, v + o0, v + o1)))
+    if not closed and cap != "butt":
+        for p, t, nn in ((line[0], -u[0], n[0]), (line[-1], u[-1], n[-1])):
+            if cap == "square":
+                polys.append(torch.stack((p + nn, p + nn + t * hw, p - nn + t * hw, p - nn)))
+            else:
+                polys.append(_arc(p, nn, -nn, t))
+    return polys, holes
+
+
+def _outline_chords(scene: Scene, width: int, height: int, device, dtype):
+    """Chords (a [C, 2], b [C, 2], shape [C]) of the outlines of the strokes with SVG's caps, joins
+    or dashes: every polygon turned one way and every overlap the other, so that the winding
+    number is 1 on the stroke and 0 off it, and their nonzero fill is the stroke."""
+    sx, sy = width / scene.width, height / scene.height
+    scale = torch.tensor([sx, sy], device=device, dtype=dtype)
+    wscale = 0.5 * (sx + sy)
+    parts_a, parts_b, parts_s = [], [], []
+    for si, shape in enumerate(scene.shapes):
+        if not _styled(shape):
+            continue
+        hw = 0.5 * shape.stroke_width.to(dtype).clamp(0, MAX_COORDINATE) * wscale
+        for sp in shape.subpaths:
+            if sp.points.shape[0] == 0:
+                continue
+            line = _polyline(sp.points.to(dtype).clamp(-MAX_COORDINATE, MAX_COORDINATE) * scale, sp.closed)
+            if shape.stroke_dasharray is not None and line.shape[0] > 1:
+                dash = [v * wscale for v in shape.stroke_dasharray]
+                pieces = [(piece, False) for piece in _dashes(line, dash, shape.stroke_dashoffset * wscale)]
+            else:
+                pieces = [(line, sp.closed)]
+            for piece, closed in pieces:
+                polys, holes = _piece_polygons(piece, closed, hw, shape.stroke_linecap, shape.stroke_linejoin,
+                                               shape.stroke_miterlimit)
+                for poly, sign in [(q, 1.0) for q in polys] + [(q, -1.0) for q in holes]:
+                    poly = poly if poly.dim() == 3 else poly.unsqueeze(0)  # [k, V, 2]
+                    with torch.no_grad():
+                        x, y = poly[..., 0], poly[..., 1]
+                        flip = (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1) * sign < 0
+                    poly = torch.where(flip[:, None, None], poly.flip(1), poly)
+                    parts_a.append(poly.reshape(-1, 2))
+                    parts_b.append(poly.roll(-1, 1).reshape(-1, 2))
+                    parts_s.append(torch.full((poly.shape[0] * poly.shape[1],), si, device=device, dtype=torch.long))
+    if not parts_a:
+        return None
+    return torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_s)
 
 
 # ---- compositing --------------------------------------------------------------------------
@@ -747,9 +921,10 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     g = _gather(scene, width, height, dev, dt)
     strokes = _stroke_chords(g) if g.stroke_ctrl.shape[0] else None
     fills = _fill_chords(g) if (g.fill_ctrl.shape[0] or g.close_pairs.shape[0]) else None
+    outlines = _outline_chords(scene, width, height, dev, dt)
     # bands of rows bound the memory of big canvases: every buffer below spans one band
     band = max(1, BAND_PIXELS // width)
-    parts = [_composite(g, strokes, fills, width, height, y0, min(height, y0 + band))
+    parts = [_composite(g, strokes, fills, outlines, width, height, y0, min(height, y0 + band))
              for y0 in range(0, height, band)]
     parts = [p for p in parts if p is not None]
     if not parts:  # nothing on the canvas: a zero result, still connected to the scene's tensors
@@ -762,7 +937,8 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     return Raster(*(torch.cat(x) for x in zip(*parts)), width, height)
 
 
-def _composite(g: _Gathered, strokes: Optional[_Chords], fills, width: int, height: int, y0: int, y1: int):
+def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width: int, height: int,
+               y0: int, y1: int):
     """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance."""
     dev = g.points.device
     dt = g.points.dtype
@@ -776,6 +952,11 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, width: int, heig
         if fl is not None:
             pix, sh, cov = fl
             parts.append((pix, 2 * sh, cov * g.colours[:, 3].index_select(0, 2 * sh)))
+    if outlines is not None:  # strokes with SVG caps, joins or dashes: their outline filled, nonzero
+        ol = _fills(outlines, g, width, height, y0, y1, evenodd=torch.zeros_like(g.evenodd))
+        if ol is not None:
+            pix, sh, cov = ol
+            parts.append((pix, 2 * sh + 1, cov * g.colours[:, 3].index_select(0, 2 * sh + 1)))
     parts = [p for p in parts if p[0].shape[0]]
     if not parts:
         return None
