@@ -112,7 +112,8 @@ def test_wide_stroke_gradients_match_finite_differences():
     for _ in range(3):
         direction = torch.randn(4, 2, generator=g)
         eps = 0.05
-        fd = (loss(points + eps * direction, torch.tensor(50.0)) - loss(points - eps * direction, torch.tensor(50.0))) / (2 * eps)
+        w0 = torch.tensor(50.0)
+        fd = (loss(points + eps * direction, w0) - loss(points - eps * direction, w0)) / (2 * eps)
         assert float((p.grad * direction).sum()) == pytest.approx(float(fd), rel=0.02)
     fd = (loss(points, torch.tensor(50.05)) - loss(points, torch.tensor(49.95))) / 0.1
     assert float(w.grad) == pytest.approx(float(fd), rel=0.01)

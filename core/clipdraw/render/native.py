@@ -374,8 +374,9 @@ def _columns(lo: torch.Tensor, hi: torch.Tensor, width: int):
 
 def _strokes(ch: _Chords, width: int, y0: int, y1: int):
     """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1, once per stroke
-    per pixel: two lists (rim, interior), each ordered by shape. Pixels deep inside a stroke get coverage 1 straight from its chords' inner
-    capsules; only the antialiased rim looks for its nearest chord and point."""
+    per pixel: two lists (rim, interior), each ordered by shape. Pixels deep inside a stroke get
+    coverage 1 straight from its chords' inner capsules; only the antialiased rim looks for its
+    nearest chord and point."""
     cd = ch.cd
     dev = cd.device
     dt = cd.dtype
