@@ -119,6 +119,8 @@ def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
     (["draw", "a cat", "-o", "no/such/dir/x.svg"], "folder does not exist"),
     (["score", "missing.png", "--labels", "cat"], "cannot read image"),
     (["trace", "missing.png", "-o", "x.svg"], "cannot read image"),
+    (["draw", "a cat", "-o", "x.svg", "--precision", "fp8"], "invalid choice"),
+    (["score", "x.png", "--threads", "0"], "must be at least 1"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line(args, message, tmp_path, monkeypatch, capsys):
     from clipdraw.cli import main
@@ -159,6 +161,24 @@ def test_ctrl_c_writes_the_drawing_so_far(tiny_model, tmp_path):
     assert "Traceback" not in err
     assert len(ET.parse(tmp_path / "cat.svg").getroot().findall(f"{SVG_NS}path")) == 4
     assert len(Scene.load(tmp_path / "cat.json").shapes) == 4
+
+
+def test_precision_and_threads_options_and_environment(tiny_model, tmp_path):
+    picture = tmp_path / "dot.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "white").save(picture)
+    runs = {p: clipdraw("score", picture, "--labels", "cat, dog", "--precision", p, "--threads", 1,
+                        *model_args(tiny_model)) for p in ("fp32", "bf16")}
+    for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        assert runs[precision].returncode == 0, runs[precision].stderr
+        assert f"({dtype}, 1 thread)" in runs[precision].stderr
+    probabilities = [[float(line.split(": ")[1][:-1]) for line in r.stdout.splitlines()] for r in runs.values()]
+    assert probabilities[0] == pytest.approx(probabilities[1], abs=0.5)  # percent
+    r = clipdraw("score", picture, "--labels", "cat", *model_args(tiny_model), env={"CLIPDRAW_THREADS": "1"})
+    assert r.returncode == 0 and "1 thread)" in r.stderr
+    r = clipdraw("score", picture, "--labels", "cat", *model_args(tiny_model), env={"CLIPDRAW_THREADS": "many"})
+    assert r.returncode == 2 and "CLIPDRAW_THREADS" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_unreadable_weights_exit_2(tiny_model, tmp_path):

@@ -74,6 +74,14 @@ def test_zero_iterations_give_the_scene_back_as_given(tiny_model):
     assert json.loads(r.stdout) == json.loads(json.dumps(Scene.from_dict(given).to_dict()))
 
 
+def test_precision_and_threads_keys(tiny_model):
+    for precision, dtype in (("bf16", "bfloat16"), ("fp32", "float32")):
+        r, events = engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 2, "precision": precision,
+                            "threads": 1, "model": tiny_model[0], "pretrained": tiny_model[1]})
+        assert r.returncode == 0, r.stderr
+        assert f"({dtype}, 1 thread)" in events[0]["message"]
+
+
 def test_score_request(tiny_model):
     r, _ = engine({"command": "score", "scene": canvas([STROKE]), "labels": ["cat", "dog", "stitch"],
                    "top": 2, "model": tiny_model[0], "pretrained": tiny_model[1]})
@@ -94,6 +102,8 @@ def test_score_request(tiny_model):
     (json.dumps({"scene": canvas(), "prompt": "a cat", "pretrained": "/no/such/file.pt",
                  "model": "ViT-B-32-quickgelu"}), 2, "does not exist"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "device": UNAVAILABLE_DEVICE}), 2, "not available"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "precision": "fp8"}), 2, "precision"),
+    (json.dumps({"command": "score", "scene": canvas(), "threads": 0}), 2, "threads"),
 ])
 def test_failures_are_one_json_error_line(request_text, status, words):
     r, events = engine(request_text)

@@ -88,18 +88,39 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    "checkpoint, state dict, .safetensors, or OpenAI's ViT-B-32.pt); 'none' = random "
                    "weights (default: $CLIPDRAW_PRETRAINED, else openai)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="the CLIP image tower's precision: auto = bf16 on CPUs with bf16 hardware "
+                   "(avx512_bf16, AMX) and on CUDA (fp16 where bf16 is missing), fp32 elsewhere")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: "
+                   "$CLIPDRAW_THREADS, else the cores not busy with other work)")
+
+
+def use_threads(args) -> None:
+    from .hardware import set_threads
+
+    try:
+        set_threads(args.threads)
+    except ValueError as e:  # a bad CLIPDRAW_THREADS
+        raise UsageError(str(e)) from None
 
 
 def load_model(args):
+    import torch
+
+    from .hardware import pick_dtype
     from .models import load_clip, pick_device, resolve
 
     try:
         device = pick_device(args.device)
     except ValueError as e:
         raise UsageError(f"--device: {e}") from None
+    use_threads(args)
     model, pretrained = resolve(args.model, args.pretrained)
-    print(f"loading {model} ({pretrained or 'random weights'}) on {device}", file=sys.stderr)
-    return load_clip(model, pretrained, device)
+    dtype = str(pick_dtype(args.precision, device)).removeprefix("torch.")
+    threads = torch.get_num_threads()
+    print(f"loading {model} ({pretrained or 'random weights'}) on {device} ({dtype}, "
+          f"{threads} thread{'s' * (threads != 1)})", file=sys.stderr)
+    return load_clip(model, pretrained, device, args.precision)
 
 
 def read_image(path) -> "torch.Tensor":
@@ -349,6 +370,7 @@ def run_trace(args) -> int:
                            antialias=True, align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
     if args.frames:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
+    use_threads(args)
     clip = load_model(args) if args.prompt else None
     try:
         device = clip.device if clip else pick_device(args.device)

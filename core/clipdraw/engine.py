@@ -20,8 +20,8 @@ import warnings
 
 DRAW_KEYS = {"command", "scene", "prompt", "negative", "negative_weight", "paths", "iters",
              "time_limit", "max_width", "fidelity", "lock", "seed", "augmentations", "model",
-             "pretrained", "device", "preview"}
-SCORE_KEYS = {"command", "scene", "labels", "top", "model", "pretrained", "device"}
+             "pretrained", "device", "preview", "precision", "threads"}
+SCORE_KEYS = {"command", "scene", "labels", "top", "model", "pretrained", "device", "precision", "threads"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PREVIEW_SIDE = 512  # the longest side of a preview picture
 
@@ -75,6 +75,7 @@ def _optional_string(req, key):
 
 def parse_request(req) -> dict:
     """Check a request and fill in the defaults of `clipdraw draw`; RequestError if it is wrong."""
+    from .hardware import PRECISIONS
     from .optimize import LOCKABLE, MAX_WIDTH
     from .scene import Scene, SceneError
 
@@ -98,6 +99,11 @@ def parse_request(req) -> dict:
     if device not in DEVICES:
         raise RequestError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
     out["device"] = device
+    precision = req.get("precision") or "auto"
+    if precision not in PRECISIONS:
+        raise RequestError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    out["precision"] = precision
+    out["threads"] = _number(req, "threads", None, low=1, integer=True, nullable=True)
     if command == "score":
         out["labels"] = _strings(req, "labels")
         out["top"] = _number(req, "top", 5, low=1, integer=True)
@@ -183,16 +189,20 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
     """Carry out a parsed request; the reply object. Setting `stop` ends a drawing after the
     iteration under way, with the result so far."""
     from .guidance import top_labels
+    from .hardware import pick_dtype, set_threads
     from .models import load_clip, pick_device, resolve
     from .optimize import draw, picture
 
     try:
         device = pick_device(req["device"])
-    except ValueError as e:
+        threads = set_threads(req["threads"])
+    except ValueError as e:  # a device this machine lacks, or a bad CLIPDRAW_THREADS
         raise RequestError(str(e)) from None
     model, pretrained = resolve(req["model"], req["pretrained"])
-    emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device}")
-    clip = load_clip(model, pretrained, device)
+    dtype = str(pick_dtype(req["precision"], device)).removeprefix("torch.")
+    emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device} "
+                           f"({dtype}, {threads} thread{'s' * (threads != 1)})")
+    clip = load_clip(model, pretrained, device, req["precision"])
 
     if req["command"] == "score":
         top = top_labels(clip, picture(req["scene"].to(device)), req["labels"])[: req["top"]]

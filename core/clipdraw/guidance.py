@@ -93,8 +93,7 @@ class ClipLoss:
 
     def __init__(self, clip: Clip, prompts: Sequence[str] = (), negatives: Sequence[str] = (),
                  negative_weight: float = 0.3, augmentations: int = 4,
-                 image_prompts: Sequence[torch.Tensor] = (), generator: Optional[torch.Generator] = None,
-                 autocast: Optional[torch.dtype] = None):
+                 image_prompts: Sequence[torch.Tensor] = (), generator: Optional[torch.Generator] = None):
         targets = []
         if prompts:
             targets.append(clip.encode_text(prompts))
@@ -109,14 +108,10 @@ class ClipLoss:
         self.negative_weight = negative_weight
         self.augmentations = augmentations
         self.generator = generator
-        # bf16 autocast is measured by benchmarks/iteration.py; fp32 (None) is the default because
-        # on the CPUs measured it was slower, not faster.
-        self.autocast = autocast
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         copies = augment(image, self.augmentations, self.clip.image_size, self.generator)
-        with torch.autocast(self.clip.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            f = self.clip.encode_image(copies)  # [n, D]
+        f = self.clip.encode_image(copies)  # [n, D], in the precision the model was loaded with
         loss = -(f @ self.targets.T).mean()
         if self.negatives is not None:
             loss = loss + self.negative_weight * (f @ self.negatives.T).mean(0).sum()

@@ -14,9 +14,9 @@ import os
 import pickle
 import socket
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -48,6 +48,10 @@ class Clip:
     image_size: int
     mean: torch.Tensor  # [3, 1, 1]
     std: torch.Tensor  # [3, 1, 1]
+    # The image tower's weights' dtype, and the efficient path that runs them (image_tower.py);
+    # None where open_clip's own forward runs (under autocast on CUDA when dtype is not fp32).
+    dtype: torch.dtype = torch.float32
+    image_tower: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def device(self) -> torch.device:
@@ -61,7 +65,12 @@ class Clip:
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit image embeddings [B, D] of images [B, 3, S, S] in 0..1 (normalised here)."""
-        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
+        x = (images - self.mean) / self.std
+        if self.image_tower is not None:
+            return F.normalize(self.image_tower(x), dim=-1)
+        autocast = self.dtype != torch.float32 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] in 0..1 -> [1, 3, S, S]: the whole image, resized (for scoring, no augmentation)."""
@@ -99,20 +108,30 @@ def resolve(model: Optional[str] = None, pretrained: Optional[str] = None) -> tu
     return model, pretrained
 
 
-def load_clip(model: Optional[str] = None, pretrained: Optional[str] = None, device="cpu") -> Clip:
+def load_clip(model: Optional[str] = None, pretrained: Optional[str] = None, device="cpu",
+              precision: str = "auto") -> Clip:
     """Load (once per process) an open_clip model.
 
     model: an open_clip model name, or a path to an open_clip model config JSON (its name is then
     the file's stem). pretrained: an open_clip tag (downloaded), a local file (an open_clip
     checkpoint, a plain state dict, a .safetensors file, or OpenAI's TorchScript .pt from
     ~/.cache/clip), or "" / "none" for random weights. Files are read without executing code.
+    precision: auto | fp32 | bf16, the image tower's weights' precision (hardware.pick_dtype); the
+    image tower runs on image_tower.py's efficient path where that serves the architecture.
     """
+    from .hardware import pick_dtype
+    from .image_tower import fast_image_tower
+
     model, pretrained = resolve(model, pretrained)
     device = torch.device(device)
+    dtype = pick_dtype(precision, device)
     key = (model, pretrained, str(device))
     if key not in _CACHE:
         _CACHE[key] = _load(model, pretrained, device)
-    return _CACHE[key]
+    if (key, dtype) not in _CACHE:
+        base = _CACHE[key]
+        _CACHE[key, dtype] = replace(base, dtype=dtype, image_tower=fast_image_tower(base.model.visual, dtype))
+    return _CACHE[key, dtype]
 
 
 def _load(model: str, pretrained: str, device: torch.device) -> Clip:
