@@ -1,14 +1,17 @@
-"""Time one CLIPDraw iteration and its parts; print the tables quoted in README.md.
+"""Time one CLIPDraw iteration against open_clip's own image tower; print the tables quoted in README.md.
 
-    python benchmarks/iteration.py                 # 256 strokes at 224, ViT-B/32, 4 augmentations
-    python benchmarks/iteration.py --compile       # also try torch.compile on the image tower
-    python benchmarks/iteration.py --threads 1 2   # thread counts to compare
+    python benchmarks/iteration.py                   # 256 strokes at 224, ViT-B/32, 4 augmentations
+    python benchmarks/iteration.py --threads 1 2     # thread counts to compare (default: clipdraw's)
+    python benchmarks/iteration.py --device cuda
 
-A full iteration is what `clipdraw draw` does per step: render (forward+backward), 4 augmented
-copies in one grid_sample, ViT-B/32 image tower forward+backward, loss, Adam step, clamps. It is
-timed inside the real loop (clipdraw.optimize.optimize) and compared with the CLIP image tower's
-forward+backward alone on the same batch. Weights are random unless --pretrained is given: the
-arithmetic, and so the time, is the same. Times are medians over --repeats runs after warm-up.
+The yardstick is open_clip's own ViT-B/32 image tower, fp32, forward+backward to the input images at
+batch 4 (what CLIPDraw's step cost before clipdraw.image_tower). A full iteration is what `clipdraw
+draw` does per step, timed inside the real loop (clipdraw.optimize.optimize): render 256 strokes
+(forward+backward), 4 augmented copies in one grid_sample, the image tower forward+backward on
+clipdraw's path (image_tower.py, at --precision), loss, Adam step, clamps. The machine may be shared,
+so each round measures the yardstick and the loop back to back, and the tables give medians over
+--rounds rounds of per-round medians and ratios. Weights are random unless --pretrained is given:
+the arithmetic, and so the time, is the same.
 """
 from __future__ import annotations
 
@@ -23,20 +26,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from clipdraw.guidance import ClipLoss, augment  # noqa: E402
+from clipdraw.hardware import default_threads, set_threads  # noqa: E402
 from clipdraw.models import load_clip  # noqa: E402
 from clipdraw.optimize import optimize, random_strokes  # noqa: E402
 from clipdraw.render import render  # noqa: E402
 from clipdraw.scene import Scene  # noqa: E402
 
+DEVICE = "cpu"
+PROMPT = "a drawing of a cat"
+
 
 def sync() -> None:
-    if torch.cuda.is_available():
+    if DEVICE == "cuda":
         torch.cuda.synchronize()
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -49,37 +57,28 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-DEVICE = "cpu"
-
-
 def make_scene(paths: int, size: int, seed: int = 0) -> Scene:
     scene = Scene(width=size, height=size)
     scene.shapes = random_strokes(paths, size, size, torch.Generator().manual_seed(seed), device=DEVICE)
     return scene
 
 
-def leaf_tensors(scene: Scene) -> list:
-    out = [sp.points for s in scene.shapes for sp in s.subpaths]
-    out += [s.stroke_width for s in scene.shapes] + [s.stroke for s in scene.shapes]
-    return [t.requires_grad_() for t in out]
-
-
-def clip_alone(clip, batch: torch.Tensor, autocast=None, visual=None):
-    """The image tower's forward + backward to its input, as in the loop (weights frozen)."""
-    visual = clip.model.visual if visual is None else visual
-    text = clip.encode_text(["a drawing of a cat"])
-
+def tower_step(clip, batch: torch.Tensor, text: torch.Tensor, open_clips_own: bool = False):
+    """One image tower forward + backward to its input batch [4, 3, S, S], weights frozen: on
+    clipdraw's path (clip.encode_image), or open_clip's own fp32 forward (the yardstick)."""
     def step():
         x = batch.detach().requires_grad_()
-        with torch.autocast(DEVICE, dtype=autocast, enabled=autocast is not None):
-            f = visual((x - clip.mean) / clip.std)
-        f = torch.nn.functional.normalize(f.float(), dim=-1)
+        if open_clips_own:
+            f = F.normalize(clip.model.encode_image((x - clip.mean) / clip.std), dim=-1)
+        else:
+            f = clip.encode_image(x)
         (-(f @ text.T).mean()).backward()
 
     return step
 
 
-def loop_time(scene, loss, iters: int, warmup: int) -> tuple[float, list]:
+def loop_time(clip, args, iters: int, warmup: int = 1) -> tuple[float, list]:
+    """Median seconds per iteration of the real loop, and its losses."""
     stamps, losses = [], []
 
     def callback(p):
@@ -87,7 +86,8 @@ def loop_time(scene, loss, iters: int, warmup: int) -> tuple[float, list]:
         stamps.append(time.perf_counter())
         losses.append(p.loss)
 
-    optimize(scene, loss, iters=warmup + iters, max_width=50.0, callback=callback)
+    loss = ClipLoss(clip, [PROMPT], augmentations=args.augmentations, generator=torch.Generator().manual_seed(0))
+    optimize(make_scene(args.paths, args.size), loss, iters=warmup + iters, max_width=50.0, callback=callback)
     steps = [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
     return statistics.median(steps), losses
 
@@ -99,99 +99,94 @@ def main() -> None:
     ap.add_argument("--augmentations", type=int, default=4)
     ap.add_argument("--model", default="ViT-B-32-quickgelu")
     ap.add_argument("--pretrained", default="none", help="weights file or tag (default: random)")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--iters", type=int, default=8, help="timed iterations of the full loop")
-    ap.add_argument("--threads", type=int, nargs="*", default=None, help="thread counts to compare")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of yardstick + loop (medians over rounds)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per part per round")
+    ap.add_argument("--iters", type=int, default=4, help="timed loop iterations per round")
+    ap.add_argument("--threads", type=int, nargs="*", default=None,
+                    help="thread counts to compare (default: clipdraw's default for this machine)")
     ap.add_argument("--trajectory", type=int, default=10, help="iterations of the fp32 vs bf16 loss check")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     args = ap.parse_args()
     global DEVICE
     DEVICE = args.device
 
-    default_threads = torch.get_num_threads()
+    threads = args.threads or [default_threads()]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
     where = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    print(f"# {where}; CPU {cpu}, {default_threads} torch threads, torch {torch.__version__}")
-    print(f"# {args.paths} strokes at {args.size}x{args.size}, {args.model}, "
-          f"{args.augmentations} augmentations\n")
-    clip = load_clip(args.model, args.pretrained, DEVICE)
+    load = " ".join(f"{v:.1f}" for v in __import__("os").getloadavg())
+    print(f"# {where}; CPU {cpu}, torch {torch.__version__}, load average {load}")
+    fast = load_clip(args.model, args.pretrained, DEVICE, args.precision)
+    fp32 = load_clip(args.model, args.pretrained, DEVICE, "fp32")
+    path = "image_tower.py" if fast.image_tower is not None else "open_clip's forward (not served)"
+    print(f"# {args.paths} strokes at {args.size}x{args.size}, {args.model}, {args.augmentations} "
+          f"augmentations; clipdraw's tower: {path}, {str(fast.dtype).removeprefix('torch.')}")
+    print(f"# medians over {args.rounds} rounds; clipdraw's default thread count here: {default_threads()}\n")
+
     g = torch.Generator().manual_seed(0)
     scene = make_scene(args.paths, args.size)
-    leaves = leaf_tensors(scene)
-    image = render(scene, args.size, args.size).detach()  # [H, W, 3] on DEVICE
-    batch = augment(image, args.augmentations, clip.image_size, g).detach()
+    for t in [p.points for s in scene.shapes for p in s.subpaths] + [s.stroke_width for s in scene.shapes]:
+        t.requires_grad_()
+    image = render(scene, args.size, args.size).detach()  # [H, W, 3]
+    batch = augment(image, args.augmentations, fast.image_size, g).detach()  # [4, 3, S, S]
+    text = fast.encode_text([PROMPT])
 
     def render_step():
         render(scene, args.size, args.size).mean().backward()
 
     def augment_step():
         x = image.clone().requires_grad_()
-        augment(x, args.augmentations, clip.image_size, g).mean().backward()
+        augment(x, args.augmentations, fast.image_size, g).mean().backward()
 
-    rows = []
-    t_render = median_time(render_step, args.repeats)
-    t_aug = median_time(augment_step, args.repeats)
-    t_clip = median_time(clip_alone(clip, batch), args.repeats)
-    loss = ClipLoss(clip, ["a drawing of a cat"], augmentations=args.augmentations,
-                    generator=torch.Generator().manual_seed(0))
-    t_full, fp32_losses = loop_time(make_scene(args.paths, args.size), loss, args.iters, warmup=2)
-    del leaves
+    rows = {}  # threads -> {part: [per-round seconds]}, plus ratios
+    for n in threads:
+        set_threads(n)
+        r = rows[n] = {k: [] for k in ("yard", "fp32", "fast", "render", "augment", "full", "ratio")}
+        for _ in range(args.rounds):
+            yard = median_time(tower_step(fp32, batch, text, open_clips_own=True), args.repeats)
+            full, _ = loop_time(fast, args, args.iters)
+            r["yard"].append(yard)
+            r["full"].append(full)
+            r["ratio"].append(full / yard)
+            r["fp32"].append(median_time(tower_step(fp32, batch, text), args.repeats))
+            r["fast"].append(median_time(tower_step(fast, batch, text), args.repeats))
+            r["render"].append(median_time(render_step, args.repeats))
+            r["augment"].append(median_time(augment_step, args.repeats))
+    med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rows.items()}
 
-    print("| part (forward + backward)            | ms     |")
-    print("|--------------------------------------|--------|")
-    print(f"| render, {args.paths} strokes                  | {1e3 * t_render:6.0f} |")
-    print(f"| augment, {args.augmentations} copies (one grid_sample)  | {1e3 * t_aug:6.0f} |")
-    print(f"| CLIP image tower alone, batch {args.augmentations}      | {1e3 * t_clip:6.0f} |")
-    print(f"| full iteration (+ loss, Adam, clamps)| {1e3 * t_full:6.0f} |")
-    print(f"\nfull / CLIP alone = {t_full / t_clip:.2f}  (target <= 1.15)\n")
+    dtype = str(fast.dtype).removeprefix("torch.")
+    print("| part (forward + backward), ms | " + " | ".join(f"{n} thread{'s' * (n != 1)}" for n in threads) + " |")
+    print("|---|" + "---|" * len(threads))
+    for key, name in (("yard", "open_clip's image tower, fp32 (yardstick)"),
+                      ("fp32", "image_tower.py, fp32"),
+                      ("fast", f"image_tower.py, {dtype} (clipdraw's)"),
+                      ("render", f"render, {args.paths} strokes"),
+                      ("augment", f"augment, {args.augmentations} copies"),
+                      ("full", "full iteration (+ loss, Adam, clamps)")):
+        print(f"| {name} | " + " | ".join(f"{1e3 * med[n][key]:.0f}" for n in threads) + " |")
+    print("| **full iteration / yardstick** (target <= 0.5) | "
+          + " | ".join(f"**{med[n]['ratio']:.2f}**" for n in threads) + " |")
+    for n in threads:
+        print(f"\n{n} thread(s), per-round full / yardstick: " + " ".join(f"{v:.2f}" for v in rows[n]["ratio"]))
 
-    # ---- making the CLIP part fast on the CPU ----
-    print("| CLIP image tower fwd+bwd, batch 4  | ms     | vs fp32 |")
-    print("|------------------------------------|--------|---------|")
-    print(f"| {f'fp32, {default_threads} threads (default)':34s} | {1e3 * t_clip:6.0f} |   1.00  |")
-    for n in args.threads or []:
-        if n == default_threads:
-            continue
-        torch.set_num_threads(n)
-        t = median_time(clip_alone(clip, batch), args.repeats)
-        rows.append((f"fp32, {n} threads", t))
-        torch.set_num_threads(default_threads)
-    t_bf16 = median_time(clip_alone(clip, batch, torch.bfloat16), args.repeats)
-    rows.append(("bf16 autocast", t_bf16))
-    clip.model.visual.to(memory_format=torch.channels_last)
-    t_cl = median_time(clip_alone(clip, batch.contiguous(memory_format=torch.channels_last)), args.repeats)
-    clip.model.visual.to(memory_format=torch.contiguous_format)
-    rows.append(("fp32, channels-last", t_cl))
-    if args.compile:
-        compiled = torch.compile(clip.model.visual)
-        t0 = time.perf_counter()
-        clip_alone(clip, batch, visual=compiled)()
-        compile_s = time.perf_counter() - t0
-        t_comp = median_time(clip_alone(clip, batch, visual=compiled), args.repeats)
-        rows.append((f"torch.compile (compile {compile_s:.0f} s)", t_comp))
-    for name, t in rows:
-        print(f"| {name:34s} | {1e3 * t:6.0f} | {t / t_clip:6.2f}  |")
-
-    if args.trajectory:
-        bf16 = ClipLoss(clip, ["a drawing of a cat"], augmentations=args.augmentations,
-                        generator=torch.Generator().manual_seed(0), autocast=torch.bfloat16)
-        fp32 = ClipLoss(clip, ["a drawing of a cat"], augmentations=args.augmentations,
-                        generator=torch.Generator().manual_seed(0))
-        _, a = loop_time(make_scene(args.paths, args.size), fp32, args.trajectory, warmup=1)
-        _, b = loop_time(make_scene(args.paths, args.size), bf16, args.trajectory, warmup=1)
-        print("\nloss trajectory, same seed (fp32 | bf16 autocast):")
+    best = min(threads, key=lambda n: med[n]["full"])
+    set_threads(best)
+    if args.trajectory and fast.dtype != torch.float32:
+        _, a = loop_time(fp32, args, args.trajectory)
+        _, b = loop_time(fast, args, args.trajectory)
+        print(f"\nloss trajectory, same seed (fp32 | {dtype}):")
         print("  fp32: " + " ".join(f"{v:.4f}" for v in a))
-        print("  bf16: " + " ".join(f"{v:.4f}" for v in b))
+        print(f"  {dtype}: " + " ".join(f"{v:.4f}" for v in b))
         print(f"  largest difference: {max(abs(x - y) for x, y in zip(a, b)):.4f}")
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak memory (max RSS): {peak:.0f} MiB")
     if DEVICE == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(f"\nhow long a drawing takes here: {t_full:.2f} s per iteration -> 1000 iterations "
-          f"(CLIPDraw's full run) in {1000 * t_full / 60:.1f} min; a 60 s budget does "
+    t_full = med[best]["full"]
+    print(f"\nhow long a drawing takes here ({best} thread{'s' * (best != 1)}): {t_full:.2f} s per iteration -> "
+          f"1000 iterations (CLIPDraw's full run) in {1000 * t_full / 60:.1f} min; a 60 s budget does "
           f"{int(60 / t_full)} iterations")
 
 
