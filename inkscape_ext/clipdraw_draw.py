@@ -25,7 +25,8 @@ class Draw(inkex.EffectExtension):
         pars.add_argument("--seed", type=int, default=0)
         pars.add_argument("--resolution", type=int, default=224, help="canvas pixels")
         pars.add_argument("--augmentations", type=int, default=4)
-        pars.add_argument("--model", default="", help="open_clip model name (blank = default)")
+        pars.add_argument("--guide", default="default", help="open_clip model name offered in the dialog")
+        pars.add_argument("--model", default="", help="open_clip model name (blank = --guide)")
         pars.add_argument("--pretrained", default="", help="weights file or tag (blank = default)")
         pars.add_argument("--output_mode", default="inplace", choices=["inplace", "layer"])
         pars.add_argument("--summary", type=inkex.Boolean, default=True)
@@ -72,7 +73,7 @@ class Draw(inkex.EffectExtension):
             "lock": lock,
             "seed": opt.seed,
             "augmentations": opt.augmentations,
-            "model": opt.model.strip() or None,
+            "model": opt.model.strip() or (None if opt.guide == "default" else opt.guide),
             "pretrained": opt.pretrained.strip() or None,
         }
         progress = {}

@@ -267,6 +267,16 @@ def test_user_errors_give_one_message_and_leave_the_document(case, engine_env, t
     assert time.time() - start < 120
 
 
+def test_the_dialogs_model_choice_reaches_the_engine(engine_env, tmp_path, monkeypatch):
+    """The Run tab's CLIP model choice is an open_clip name the engine loads (a tag it does not
+    have shows that it got there, without downloading anything); Other model overrides it."""
+    monkeypatch.setenv("CLIPDRAW_PRETRAINED", "no-such-tag")
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--guide=ViT-B-32-256"] + FAST)
+    assert tree is None and "'no-such-tag' is neither a file nor a pretrained tag of ViT-B-32-256" in message
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--guide=ViT-B-32-256", "--model=RN50"] + FAST)
+    assert tree is None and "pretrained tag of RN50" in message
+
+
 # ---- Cancel ---------------------------------------------------------------------------------
 
 
