@@ -6,13 +6,15 @@ emulated and slower); on CUDA bf16 where the GPU supports it, else fp16; fp32 on
 
 Threads: torch's default is one per physical core, which on a machine whose cores are busy with
 other work oversubscribes them (a draw on 2 busy cores took 26 s on 2 threads, 9.5 s on one).
-The default here is the cores not already busy (1-minute load average), at least 1 and at most
-torch's default; CLIPDRAW_THREADS or --threads sets it.
+The default here is the cores not busy with other tasks right now, at least 1 and at most torch's
+default; CLIPDRAW_THREADS or --threads sets it.
 """
 from __future__ import annotations
 
 import functools
 import os
+import statistics
+import time
 from typing import Optional
 
 import torch
@@ -47,17 +49,37 @@ def pick_dtype(precision: str, device) -> torch.dtype:
 
 
 def default_threads() -> int:
-    """CLIPDRAW_THREADS if set, else the cores not already busy (at least 1, at most torch's default)."""
+    """CLIPDRAW_THREADS if set, else the cores not busy with other work (at least 1, at most torch's default)."""
     env = os.environ.get("CLIPDRAW_THREADS", "").strip()
     if env:
         return parse_threads(env, "CLIPDRAW_THREADS")
     most = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0]
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    except OSError:  # no load average (Windows): torch's default
+    busy = other_busy_cores()
+    if busy is None:
         return most
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(most, round(cores - busy)))
+
+
+def other_busy_cores(samples: int = 5) -> Optional[float]:
+    """How many other tasks are running now: Linux's count of runnable tasks (/proc/loadavg, less
+    this process), median of a few samples 10 ms apart. Not the 1-minute load average, which
+    still counts this program's own previous run. Elsewhere the load average; None without one."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            break
+        if i + 1 < samples:
+            time.sleep(0.01)
+    if counts:
+        return float(statistics.median(counts))
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # Windows
+        return None
 
 
 def parse_threads(text: str, where: str = "threads") -> int:
