@@ -116,20 +116,28 @@ class FastImageTower:
         self.proj = None if visual.proj is None else visual.proj.detach().float()  # [D, E]
         self.heads = visual.transformer.resblocks[0].attn.num_heads
         self.activation = _activation(visual.transformer.resblocks[0].mlp.gelu)
+        # QuickGELU(h) = h * sigmoid(1.702 h) = silu(1.702 h) / 1.702: one fused op instead of three
+        # on the widest activations, with 1.702 folded into the small tensors around it (ln_2's
+        # affine and c_fc's bias before, c_proj's bias and the output scale after).
+        k = 1.702 if self.activation == "quickgelu" else 1.0
         self.blocks = []
         for b in visual.transformer.resblocks:
             if _activation(b.mlp.gelu) != self.activation:
                 raise ValueError("the fast image tower needs one activation for all blocks")
             gamma = lambda ls: None if isinstance(ls, nn.Identity) else ls.gamma.detach().float()  # noqa: E731
+            w2, b2, eps2 = _norm(b.ln_2)
+            ls_2 = gamma(b.ls_2)
+            if k != 1.0:
+                ls_2 = torch.tensor(1 / k) if ls_2 is None else ls_2 / k
             self.blocks.append(_Block(
                 _norm(b.ln_1), cast(b.attn.in_proj_weight), cast(b.attn.in_proj_bias),
                 cast(b.attn.out_proj.weight), cast(b.attn.out_proj.bias), gamma(b.ls_1),
-                _norm(b.ln_2), cast(b.mlp.c_fc.weight), cast(b.mlp.c_fc.bias),
-                cast(b.mlp.c_proj.weight), cast(b.mlp.c_proj.bias), gamma(b.ls_2)))
+                (w2 * k, b2 * k, eps2), cast(b.mlp.c_fc.weight), cast(b.mlp.c_fc.bias * k),
+                cast(b.mlp.c_proj.weight), cast(b.mlp.c_proj.bias * k), ls_2))
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "quickgelu":
-            return x * torch.sigmoid(1.702 * x)
+            return F.silu(x)  # x is 1.702 h here (see __init__)
         return F.gelu(x, approximate=self.activation[len("gelu_"):])
 
     def _linear_in(self, x: torch.Tensor, ln: Optional[tuple]) -> torch.Tensor:
