@@ -110,7 +110,8 @@ class Draw(inkex.EffectExtension):
             message.append(summary(progress, time.time() - start, len(given), len(new)))
         if skipped:
             message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
-        message += document_notes(cs.dropped_effects(written), unseen)
+        solid = reply.get("drawn_solid", []) if isinstance(reply, dict) else []
+        message += document_notes(cs.dropped_effects(written), unseen, solid)
         if message:
             inkex.errormsg("CLIPDraw: " + " ".join(message))
 
@@ -137,9 +138,11 @@ def skipped_text(skipped):
     return ", ".join(f"{n} {words[k][n != 1]}" for k, n in sorted(skipped.items()))
 
 
-def document_notes(dropped, unseen):
+def document_notes(dropped, unseen, solid=()):
     """Sentences on what the run did to the document beyond the drawing, and what CLIP did not see."""
     notes = []
+    if solid:
+        notes.append(f"CLIP saw {', '.join(solid)} solid: the renderer draws no dashes yet (the dashes stay in the document).")
     if dropped:
         notes.append(f"{', '.join(dropped)} {'is a plain path' if len(dropped) == 1 else 'are plain paths'} now: "
                      f"the live path effect was dropped, since Inkscape would rebuild the path from "

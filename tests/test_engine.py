@@ -221,3 +221,20 @@ def test_end_of_stdin_is_not_a_stop_and_unknown_commands_are_ignored(tiny_model)
     assert proc.returncode == 0 and json.loads(out)["format"] == "clipdraw-scene"
     assert [e for e in events if e["event"] == "progress"][-1]["iteration"] == 40
     assert any("pause" in e.get("message", "") for e in events)
+
+
+def test_draw_reply_names_dashed_shapes_the_renderer_draws_solid(tiny_model):
+    """`drawn_solid` tells the plugin which dashed shapes CLIP saw as solid strokes: exactly when
+    the renderer draws a dashed stroke like the solid one."""
+    from clipdraw.render import render
+
+    dashed = dict(STROKE, stroke_linecap="butt", stroke_dasharray=[4, 4])
+    images = [render(Scene.from_dict(canvas([s])), 64, 64) for s in (dashed, dict(STROKE, stroke_linecap="butt"))]
+    drawn_solid = torch.equal(*images)
+    req = {"command": "draw", "scene": canvas([dashed, BLOB]), "prompt": "a cat", "iters": 1, "seed": 0,
+           "augmentations": 1, "model": tiny_model[0], "pretrained": tiny_model[1], "device": "cpu"}
+    r, _ = engine(req)
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply.get("drawn_solid", []) == (["path12"] if drawn_solid else [])
+    assert reply["shapes"][0]["stroke_dasharray"] == [4, 4]  # the dashes travel back all the same

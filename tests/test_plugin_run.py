@@ -205,14 +205,19 @@ def test_text_only_selection_frames_new_strokes_around_the_text(engine_env, tmp_
 
 LPE_DOC = DOC.replace('<text id="t1" x="5" y="100">hello</text>', """
   <path id="lpe" d="M 10 60 C 20 70 30 70 40 60" inkscape:path-effect="#effect1" inkscape:original-d="M 10 60 L 25 75 L 40 60"
-        style="fill:none;stroke:#000;stroke-width:2;marker-end:url(#arrow)"/>""").replace(
+        style="fill:none;stroke:#000;stroke-width:2;marker-end:url(#arrow)"/>
+  <path id="dashes" d="M 10 90 L 60 90" style="fill:none;stroke:#000;stroke-width:2;stroke-dasharray:4,2"/>""").replace(
     '<sodipodi:namedview', '<defs><inkscape:path-effect id="effect1" effect="bspline"/>'
     '<marker id="arrow"><path d="M 0 0 L 2 1 L 0 2 Z"/></marker></defs><sodipodi:namedview')
 
 
 def test_summary_names_dropped_effects_and_what_clip_did_not_see(engine_env, tmp_path):
-    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=lpe", "--fidelity=0"] + FAST, doc=LPE_DOC)
+    from clipdraw.engine import renders_dashes
+
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=lpe", "--id=dashes", "--fidelity=0"] + FAST, doc=LPE_DOC)
     assert tree is not None, message
+    assert ("CLIP saw dashes solid: the renderer draws no dashes yet" in message) == (not renders_dashes()), message
+    assert "stroke-dasharray:4,2" in by_id(tree, "dashes").get("style")
     assert "lpe is a plain path now: the live path effect was dropped" in message, message
     assert "CLIP did not see the markers of lpe" in message
     lpe = by_id(tree, "lpe")

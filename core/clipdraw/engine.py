@@ -235,7 +235,32 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
                   time_limit=req["time_limit"], callback=progress)
     emit("status", message=f"{'stopped' if result.stopped else 'done'}: {result.iterations} iterations "
                            f"in {result.elapsed:.1f} s, last loss {result.loss:.4f}")
-    return result.scene.to_dict()
+    reply = result.scene.to_dict()
+    dashed = [s.id for s in result.scene.shapes if s.stroke_dasharray and s.id is not None]
+    if dashed and not renders_dashes():  # the plugin's summary names what CLIP saw unlike the document
+        reply["drawn_solid"] = dashed
+    return reply
+
+
+def renders_dashes() -> bool:
+    """Whether the renderer draws stroke_dasharray: one dashed line across a tiny canvas shows
+    gaps, or not (asked of the renderer itself, so the answer follows it)."""
+    global _renders_dashes
+    if _renders_dashes is None:
+        from .render import render
+        from .scene import Scene
+
+        line = {"id": None, "subpaths": [{"points": [[0, 2], [5, 2], [11, 2], [16, 2]], "closed": False}],
+                "stroke": [0, 0, 0, 1], "stroke_width": 2, "fill": None, "stroke_linecap": "butt",
+                "stroke_dasharray": [4, 4]}
+        probe = Scene.from_dict({"format": "clipdraw-scene", "version": 1, "width": 16, "height": 4,
+                                 "background": [1, 1, 1, 1], "shapes": [line]})
+        row = render(probe, 16, 4, background=(1, 1, 1))[2, :, 0]  # [16]: 0 under ink, 1 in a gap
+        _renders_dashes = bool(row.max() - row.min() > 0.5)
+    return _renders_dashes
+
+
+_renders_dashes = None
 
 
 def main(stdin=None, stdout=None) -> int:
