@@ -62,7 +62,7 @@ SERVED = {
 
 
 @pytest.mark.parametrize("case", SERVED)
-def test_fast_tower_is_open_clips_forward_in_fp32(case):
+def test_fast_tower_is_open_clips_forward_in_fp32_and_close_in_bf16(case):
     visual = vision_tower(**SERVED[case])
     assert unserved_reason(visual) is None
     size = visual.image_size[0]
@@ -74,6 +74,9 @@ def test_fast_tower_is_open_clips_forward_in_fp32(case):
     assert got.dtype == torch.float32 and got.shape == want.shape
     assert (got - want).abs().max() <= 2e-5 * want.abs().max()
     assert (got_grad - want_grad).abs().max() <= 2e-5 * want_grad.abs().max()
+    got, got_grad = output_and_image_gradient(FastImageTower(visual, torch.bfloat16), images, direction)
+    assert F.cosine_similarity(got, want, dim=-1).min() > 0.999
+    assert F.cosine_similarity(got_grad.flatten(), want_grad.flatten(), dim=0) > 0.995
 
 
 @pytest.mark.parametrize("case, cfg", [
