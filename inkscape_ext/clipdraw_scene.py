@@ -1,10 +1,14 @@
 """The bridge between an Inkscape document and a CLIPDraw scene (DESIGN.md, "The scene").
 
 Reading: the selected shapes, also inside selected groups and layers, become cubic subpaths in
-canvas pixels with straight RGBA colours (every opacity folded into alpha) and full stroke widths.
-Mapping: one uniform scale and translation takes the selection's visual bounding box (or the page)
-into the square canvas with a margin, and its inverse takes the engine's reply back.
-Writing: reply shapes go back to the elements they came from; new strokes go into a new group.
+canvas pixels with straight RGBA colours (every opacity folded into alpha, the groups' opacity
+as the alpha's cap; a gradient or pattern as its mean colour, fixed), full stroke widths, and
+their caps, joins and dashes.
+Mapping: one uniform scale and translation takes the selection's visual bounding box as Inkscape
+measures it (or the page) into the square canvas with a margin, and its inverse takes the
+engine's reply back.
+Writing: reply shapes go back to the elements they came from, changing only what the engine
+changed; new strokes go into a new group clipped to the canvas.
 
 inkex and the standard library only: this runs under Inkscape's own Python.
 """
