@@ -1,15 +1,17 @@
 """Train the concept model and the judge: `python -m clipdraw.concepts.train [--out DIR]`.
 
-Deterministic: seeded data, seeded initialisation, one CPU thread; about 15 minutes on one core.
+Deterministic: seeded data, seeded initialisation, one CPU thread; about 20 minutes for the model
+and 18 for the judge on one thread of a busy 2-core machine (`--only` trains one of the two).
 Writes into DIR (default tests/data/concept):
 - clipdraw-concept.json         an open_clip model config (load with --model FILE)
 - clipdraw-concept.safetensors  its weights in fp16 (--pretrained FILE)
 - judge.safetensors             the judge's weights (clipdraw.concepts.judge.Judge.load)
 
 The concept model is a small CLIP: timm's `test_resnet` (a 0.4M-parameter ResNet, random init)
-on 64 px inputs, average-pooled, as the image tower, and a 2-layer text tower. (Small ViTs, with
-a class token or with average pooling and fixed sin-cos positions, learned colour and not shape
-here within 1000 steps; the ResNet learned both.)
+on 64 px inputs, average-pooled, as the image tower, and a 2-layer text tower. (Small ViTs with
+average pooling and fixed sin-cos positions, at 112 px with 16 px patches and at 64 px with 8 px
+patches, stayed at colour only here for 1100 and 200 steps; the ResNet's loss fell below that plateau
+within 150.)
 Each step scores a batch of drawings, augmented as CLIPDraw augments its renders, against the
 captions of all 25 concepts under a random template ("a drawing of a red circle", "a red
 circle", ...), of the 5 shapes ("a drawing of a circle") and of the 5 colours ("a red drawing"):
