@@ -76,10 +76,17 @@ class Draw(inkex.EffectExtension):
             "model": opt.model.strip() or (None if opt.guide == "default" else opt.guide),
             "pretrained": opt.pretrained.strip() or None,
         }
-        progress = {}
+        progress, warnings = {}, []
+
+        def on_event(event):
+            if event.get("event") == "warning":
+                warnings.append(event.get("message", ""))
+            else:
+                progress.update(event)
+
         start = time.time()
         try:
-            reply = clipdraw_engine.run(request, on_event=progress.update)
+            reply = clipdraw_engine.run(request, on_event=on_event)
         except clipdraw_engine.EngineError as e:
             cs.relink(unlinked, set())
             raise inkex.AbortExtension(f"CLIPDraw: {e}") from None
@@ -105,9 +112,12 @@ class Draw(inkex.EffectExtension):
         cs.relink(unlinked, written)
         snapshot.restore(written)
 
+        changed = sum(cs.shape_changed(sent, got) for sent, got in zip(scene["shapes"], given))
         message = []
         if opt.summary:
-            message.append(summary(progress, time.time() - start, len(given), len(new)))
+            message.append(summary(progress, time.time() - start, changed, len(given), len(new),
+                                   reply.get("similarity"), prompt))
+        message += [f"Warning: {w}" for w in warnings]
         if skipped:
             message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
         solid = reply.get("drawn_solid", []) if isinstance(reply, dict) else []
@@ -153,20 +163,32 @@ def document_notes(dropped, unseen, solid=()):
     return notes
 
 
-def summary(progress, seconds, refined, added):
+def summary(progress, seconds, changed, selected, added, similarity, prompt):
+    """What the run did, counting only the selected paths that really changed, and CLIP's
+    similarity to the prompt on the start and on the result (the engine's fixed measure)."""
     done = progress.get("iteration")
     parts = []
-    if refined:
-        parts.append(f"refined {refined} path{'s' * (refined != 1)}")
+    if changed:
+        of = f" of {selected}" if changed < selected else ""
+        parts.append(f"refined {changed}{of} path{'s' * (selected != 1)}")
     if added:
         parts.append(f"added {added} stroke{'s' * (added != 1)}")
     text = " and ".join(parts).capitalize() or "Nothing changed"
-    if done is not None:
-        text += f" in {done} iteration{'s' * (done != 1)}"
-    text += f", {seconds:.0f} s"
-    if progress.get("loss") is not None:
-        text += f"; loss {float(progress['loss']):.3f}"  # minus CLIP's similarity, plus penalties
-    return text + "."
+    if selected and not changed:
+        text += f" (the {selected} selected path{'s are' if selected != 1 else ' is'} as drawn)"
+    text += f" in {done or 0} iteration{'s' * (done != 1)}, {seconds:.0f} s."
+    if similarity:
+        text += f" CLIP similarity to {quoted(prompt)}: {similarity['start']:.3f} -> {similarity['end']:.3f}"
+        for negative in similarity.get("negatives", []):
+            text += f"; to {quoted(negative['prompt'])} (negative): {negative['start']:.3f} -> {negative['end']:.3f}"
+        text += "."
+    return text
+
+
+def quoted(text, limit=60):
+    """'text' in quotes, its middle elided when it is long (as the engine quotes prompts)."""
+    half = (limit - 3) // 2
+    return repr(text if len(text) <= limit else text[:half] + "..." + text[-half:])
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def read_events(stream, events, on_event):
         except ValueError:
             event = {"event": "text", "message": line}
         events.append(event)
-        if on_event is not None and event.get("event") in ("status", "progress"):
+        if on_event is not None and event.get("event") in ("status", "progress", "warning"):
             on_event(event)
 
 

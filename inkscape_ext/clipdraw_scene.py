@@ -458,6 +458,13 @@ def differs(a, b, tol=SAME):
     return any(abs(x - y) > tol for x, y in zip(a, b))
 
 
+def shape_changed(sent, got):
+    """Whether the engine changed anything of a shape that write_in_place would write."""
+    return (geometry_differs(sent, got) or differs(sent["stroke"], got.get("stroke"))
+            or differs(sent["fill"], got.get("fill"))
+            or abs(float(got.get("stroke_width", 0)) - sent["stroke_width"]) > SAME)
+
+
 def geometry_differs(sent, got):
     if len(sent["subpaths"]) != len(got["subpaths"]):
         return True

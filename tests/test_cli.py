@@ -34,6 +34,11 @@ def test_draw_writes_svg_png_scene_and_frames(tiny_model, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "3/3" in r.stderr and "loss=" in r.stderr  # the progress bar
     assert re.search(r"iteration 2: .+ \d+\.\d%", r.stderr)  # CLIP's top nouns every 2 iterations
+    number = r"(-?\d\.\d{3})"
+    m = re.search(rf"CLIP similarity to 'a drawing of a cat': {number} -> {number}; "
+                  rf"to 'a blurry photo' \(negative\): {number} -> {number}; to 'text' \(negative\)", r.stderr)
+    assert m, r.stderr
+    assert "warning" not in r.stderr
     root = ET.parse(out).getroot()
     assert root.get("viewBox") == "0 0 64 64"
     paths = root.findall(f"{SVG_NS}path")
@@ -95,6 +100,14 @@ def test_init_svg_reads_opacity_visibility_display_caps_and_dashes(tiny_model, t
         assert (mitred.stroke_linecap, mitred.stroke_linejoin, mitred.stroke_miterlimit) == ("butt", "miter", 8)
 
 
+def test_a_prompt_longer_than_the_context_is_a_warning(tiny_model, tmp_path):
+    r = clipdraw("draw", "a drawing of a cat " + "with a very long tail " * 15, "-o", tmp_path / "a.svg",
+                 "--paths", 2, "--iters", 1, "--size", 32, *model_args(tiny_model))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"clipdraw draw: warning: the prompt 'a drawing of a cat with a ve\.\.\..*' is too long "
+                     r"for clipdraw-tiny: its last 5 tokens are dropped", r.stderr), r.stderr
+
+
 def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
     from PIL import Image
 
@@ -104,6 +117,7 @@ def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
                  env={"CLIPDRAW_MODEL": tiny_model[0], "CLIPDRAW_PRETRAINED": tiny_model[1]})
     assert r.returncode == 0, r.stderr
     assert "clipdraw-tiny" in r.stderr
+    assert re.search(r"CLIP similarity to the image prompt: -?\d\.\d{3} -> ", r.stderr), r.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -114,6 +128,12 @@ def test_env_vars_choose_the_model_and_image_prompts_work(tiny_model, tmp_path):
     (["draw", "a cat", "-o", "x.svg", "--fidelity", "-1"], "at least 0"),
     (["draw", "a cat", "-o", "x.svg", "--max-width", "0.5"], "at least 1"),
     (["draw", "a cat", "-o", "x.svg", "--lock", "shapes"], "invalid choice"),
+    (["draw", "a cat", "-o", "x.svg", "--size", "31"], "--size must be from 32 to 16384, got 31"),
+    (["draw", "a cat", "-o", "x.svg", "--size", "16385"], "--size must be from 32 to 16384"),
+    (["draw", "a cat", "-o", "x.svg", "--seed", "-1"], "--seed must be from 0 to"),
+    (["draw", "a cat", "-o", "x.svg", "--seed", str(2**64)], "--seed must be from 0 to"),
+    (["draw", "a cat", "-o", "x.svg", "--show-labels", "-2"], "--show-labels must be at least 0"),
+    (["trace", "x.png", "-o", "x.svg", "--seed", "-1"], "--seed must be from 0 to"),
     (["draw", "a cat", "-o", "x.svg", "--init", "missing.json"], "no such file"),
     (["draw", "a cat", "-o", "x.svg", "--device", "tpu"], "invalid choice"),
     (["draw", "a cat", "-o", "no/such/dir/x.svg"], "folder does not exist"),

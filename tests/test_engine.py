@@ -56,6 +56,19 @@ def test_draw_request_gives_a_scene_and_progress(tiny_model):
     assert progress and progress[-1]["iteration"] == 4 and progress[-1]["iterations"] == 4
     assert set(progress[-1]) == {"event", "iteration", "iterations", "loss", "elapsed", "time_limit"}
     assert progress[-1]["time_limit"] == 60
+    sim = reply["similarity"]
+    assert isinstance(sim["start"], float) and isinstance(sim["end"], float) and sim["start"] != sim["end"]
+    assert [n["prompt"] for n in sim["negatives"]] == ["a blurry photo"]
+    assert not [e for e in events if e["event"] == "warning"]  # the prompts fit the context
+
+
+def test_a_prompt_longer_than_the_context_is_a_warning_event(tiny_model):
+    long = "a drawing of a cat " + "with a very long tail " * 15  # 5 + 75 tokens; 77 hold 75 and start, end
+    r, events = engine({"scene": canvas([STROKE]), "prompt": long, "negative": ["a dog"], "iters": 1,
+                        "model": tiny_model[0], "pretrained": tiny_model[1]})
+    assert r.returncode == 0, r.stderr
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "its last 5 tokens are dropped" in warnings[0], warnings
 
 
 def test_environment_picks_the_model_and_defaults_fill_in(tiny_model):
@@ -71,7 +84,10 @@ def test_zero_iterations_give_the_scene_back_as_given(tiny_model):
     r, _ = engine({"scene": given, "prompt": "a cat", "iters": 0,
                    "model": tiny_model[0], "pretrained": tiny_model[1]})
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == json.loads(json.dumps(Scene.from_dict(given).to_dict()))
+    reply = json.loads(r.stdout)
+    similarity = reply.pop("similarity")
+    assert reply == json.loads(json.dumps(Scene.from_dict(given).to_dict()))
+    assert similarity["start"] == similarity["end"]  # the same drawing, judged on the same copies
 
 
 def test_precision_and_threads_keys(tiny_model):
@@ -97,6 +113,8 @@ def test_score_request(tiny_model):
     (json.dumps({"scene": {"format": "svg"}, "prompt": "a cat"}), 2, "scene: format"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "iters": "many"}), 2, "iters"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "lock": ["shapes"]}), 2, "lock"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "seed": 2**64}), 2, "seed: expected a whole number from 0 to"),
+    (json.dumps({"scene": canvas(), "prompt": "a cat", "seed": -1}), 2, "seed: expected a whole number from 0 to"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "colour": 1}), 2, "unknown key 'colour'"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "preview": -1}), 2, "preview"),
     (json.dumps({"scene": canvas(), "prompt": "a cat", "pretrained": "/no/such/file.pt",

@@ -83,6 +83,21 @@ def test_each_negative_counts_in_full(tiny_clip):
     assert torch.allclose(both, parts, atol=1e-6)
 
 
+def test_similarity_judges_every_image_on_the_same_copies(tiny_clip):
+    """The fair measure: a fixed set of augmentations, whatever the loss's generator has drawn."""
+    img, other = checker(), checker().flip(0)
+    loss = ClipLoss(tiny_clip, ["a cat"], ["a dog", "a blurry photo"], generator=torch.Generator().manual_seed(1))
+    first = loss.similarity(img)
+    loss(img)  # the loss's own random copies move on; the measure's do not
+    assert loss.similarity(img) == first
+    copies = augment(img, 16, 224, torch.Generator().manual_seed(0))
+    f = tiny_clip.encode_image(copies)
+    assert first[0] == pytest.approx(float((f @ tiny_clip.encode_text(["a cat"]).T).mean()), abs=1e-6)
+    want = (f @ tiny_clip.encode_text(["a dog", "a blurry photo"]).T).mean(0)
+    assert first[1] == pytest.approx(want.tolist(), abs=1e-6)
+    assert loss.similarity(other) != first
+
+
 def test_image_prompt_pulls_toward_its_own_embedding(tiny_clip):
     img = checker()
     loss = ClipLoss(tiny_clip, image_prompts=[img], augmentations=2,
@@ -101,5 +116,23 @@ def test_label_probabilities_are_a_sorted_softmax(tiny_clip):
     assert ps == sorted(ps, reverse=True) and math.isclose(sum(ps), 1.0, rel_tol=1e-5)
     f = tiny_clip.encode_image(tiny_clip.preprocess(checker()))
     t = tiny_clip.encode_text(labels)
-    want = (100 * f @ t.T).softmax(-1)[0]
+    scale = float(tiny_clip.model.logit_scale.exp())  # the model's own: 1 / 0.07 at open_clip's init
+    assert abs(scale - 100) > 50
+    want = (scale * f @ t.T).softmax(-1)[0]
     assert math.isclose(dict(ranked)["dog"], float(want[1]), rel_tol=1e-4)
+
+
+def test_a_model_with_a_logit_bias_scores_each_label_by_its_sigmoid(tiny_clip):
+    """SigLIP-style models (open_clip's logit_bias): each label's probability stands on its own."""
+    import copy
+    import dataclasses
+
+    model = copy.deepcopy(tiny_clip.model)
+    model.logit_bias = torch.nn.Parameter(torch.tensor([-2.0]))
+    siglip = dataclasses.replace(tiny_clip, model=model)
+    labels = ["cat", "dog", "stitch"]
+    ranked = dict(label_probabilities(siglip, checker(), labels))
+    f = tiny_clip.encode_image(tiny_clip.preprocess(checker()))
+    want = (model.logit_scale.exp() * f @ tiny_clip.encode_text(labels).T - 2.0).sigmoid()[0]
+    assert [ranked[l] for l in labels] == pytest.approx(want.tolist(), rel=1e-4)
+    assert abs(sum(ranked.values()) - 1) > 0.05  # not a softmax

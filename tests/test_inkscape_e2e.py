@@ -155,6 +155,11 @@ def test_refine_run(display, profile, tmp_path, tiny_model):
         assert by_id(tree, i) is not None, i
     assert by_id(tree, "outside").get("d") == "M 100 200 L 150 250"
     assert by_id(tree, "g1").get("transform") == "rotate(20) scale(1.5)"
+    # the selected paths really changed: the result is where the optimiser got to, not the start
+    original = etree.fromstring(DOC.encode())
+    for i in ("p1", "r1", "c1"):
+        assert etree.tostring(by_id(tree, i)) != etree.tostring(by_id(original, i)), i
+    assert by_id(tree, "p1").get("d") != "M 10 10 C 20 30 40 30 50 10"
     assert len(tree.xpath("//*[local-name()='g' and @inkscape:label]", namespaces={"inkscape": INK[1:-1]})) == 1
 
 

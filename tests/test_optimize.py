@@ -1,7 +1,10 @@
 """The CLIPDraw loop with the real renderer: init, schedule, refinement, locks, seeds, tracing."""
 import torch
 
-from clipdraw.optimize import (CLIPDRAW_LR, draw, l2_loss, optimize, random_strokes, trace)
+import pytest
+
+from clipdraw.guidance import ClipLoss
+from clipdraw.optimize import (CLIPDRAW_LR, draw, l2_loss, optimize, picture, random_strokes, trace)
 from clipdraw.render import render
 from clipdraw.scene import Scene, Subpath, make_shape
 
@@ -93,14 +96,27 @@ def test_same_seed_same_drawing_other_seed_another(tiny_clip):
     assert len(a["shapes"]) == 6 and all(s["id"] is None for s in a["shapes"])
 
 
-def test_drawing_moves_strokes_and_lowers_the_loss(tiny_clip):
+def test_drawing_moves_strokes_and_raises_the_similarity(tiny_clip):
     losses = []
-    result = draw(tiny_clip, "a cat", paths=8, iters=12, size=64, seed=0,
+    result = draw(tiny_clip, "a cat", paths=8, iters=12, size=64, seed=0, negatives=["a dog"],
                   callback=lambda p: losses.append(p.loss))
-    start = Scene(width=64, height=64)
+    start = Scene(width=64, height=64, background=(1.0, 1.0, 1.0, 1.0))
     start.shapes = random_strokes(8, 64, 64, torch.Generator().manual_seed(0))
     assert not torch.allclose(all_points(result.scene), all_points(start))
     assert result.loss == losses[-1]
+    # the fair measure: the start and the result judged on the same fixed copies
+    loss = ClipLoss(tiny_clip, ["a cat"], ["a dog"])
+    sim = result.similarity
+    for when, scene in (("start", start), ("end", result.scene)):
+        target, (negative,) = loss.similarity(picture(scene))
+        assert sim[when] == pytest.approx(target, abs=1e-6)
+        assert sim["negatives"][0][when] == pytest.approx(negative, abs=1e-6)
+    assert sim["end"] > sim["start"] and sim["negatives"][0]["prompt"] == "a dog"
+
+
+def test_zero_iterations_measure_the_same_similarity_twice(tiny_clip):
+    sim = draw(tiny_clip, "a cat", sketch(), iters=0).similarity
+    assert sim["start"] == sim["end"] and sim["negatives"] == []
 
 
 def test_refinement_keeps_ids_and_order_and_adds_new_strokes(tiny_clip):
@@ -162,6 +178,15 @@ def test_new_strokes_are_not_pulled(tiny_clip):
     optimize(scene, wants_right, iters=10, fidelity=10.0, anchored=3, lock=["widths", "colors"])
     moved = (all_points(scene) - start).norm(dim=-1)
     assert moved[n_given:].mean() > 5 * moved[:n_given].mean()
+
+
+def test_time_in_the_callback_counts_against_the_time_limit():
+    """What the callback does (--show-labels, frames) is part of the run's time."""
+    import time
+
+    slow = lambda p: time.sleep(0.3)  # noqa: E731
+    result = optimize(sketch(), lambda image: image.mean(), iters=1000, time_limit=1.0, callback=slow)
+    assert 1 <= result.iterations <= 4  # each iteration takes 0.3 s at least: 1 s holds 4 at most
 
 
 def test_time_limit_stops_early_and_runs_the_schedule(tiny_clip):

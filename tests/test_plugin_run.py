@@ -1,6 +1,8 @@
 """The plugin's extensions run whole, with the real engine in a subprocess and a tiny random-weight
 CLIP: refine, add, new layer, new drawing, What Does CLIP See, every user error, and Cancel."""
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -42,9 +44,15 @@ DOC = """<svg xmlns="http://www.w3.org/2000/svg" xmlns:inkscape="http://www.inks
 
 
 @pytest.fixture
-def engine_env(monkeypatch, tiny_model):
+def engine_env(monkeypatch, tiny_model, tmp_path):
     """The engine is this test run's Python, with the tiny model, as a user would set it up."""
-    monkeypatch.setenv("CLIPDRAW_PYTHON", sys.executable)
+    python = sys.executable
+    if os.name == "posix":  # the plugin drops PYTHONPATH: this keeps the engine this checkout's
+        python = tmp_path / "python"
+        python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(ROOT / 'core'))} "
+                          f"exec {shlex.quote(sys.executable)} \"$@\"\n", encoding="utf-8")
+        python.chmod(0o755)
+    monkeypatch.setenv("CLIPDRAW_PYTHON", str(python))
     monkeypatch.setenv("CLIPDRAW_MODEL", tiny_model[0])
     monkeypatch.setenv("CLIPDRAW_PRETRAINED", tiny_model[1])
     return tiny_model
@@ -92,6 +100,7 @@ def test_refine_in_place(engine_env, tmp_path, monkeypatch):
             "--augmentations=1", "--fidelity=0"]
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path, args)
     assert message.startswith("CLIPDraw: Refined 3 paths in 8 iterations") and "text" not in message, message
+    assert re.search(r"CLIP similarity to 'a red apple': -?\d\.\d{3} -> -?\d\.\d{3}\.", message), message
     (request, reply), = calls
     sent, got = request["scene"]["shapes"], reply["shapes"]
     assert [s["id"] for s in sent] == [s["id"] for s in got] == ["p1", "r1", "c1"]
@@ -101,8 +110,7 @@ def test_refine_in_place(engine_env, tmp_path, monkeypatch):
     canvas = cs.Canvas(cs.selection_box(before, selected, []), 64)  # Inkscape's box, as the plugin's
     for s, g in zip(sent, got):
         element = after.getElementById(s["id"])
-        if not (cs.geometry_differs(s, g) or cs.differs(s["stroke"], g["stroke"]) or cs.differs(s["fill"], g["fill"])
-                or abs(s["stroke_width"] - g["stroke_width"]) > cs.SAME):
+        if not cs.shape_changed(s, g):
             assert etree.tostring(element) == etree.tostring(before.getElementById(s["id"]))
             continue
         again, _, _ = cs.collect(after, [element])
@@ -133,7 +141,10 @@ def test_zero_iterations_leave_the_document_as_it_was(engine_env, tmp_path):
     back itself is checked point by point in test_plugin.py.)"""
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--id=g1", "--prompt=a cat",
                                                            "--iterations=0", "--resolution=64"])
-    assert message.startswith("CLIPDraw: Refined 3 paths"), message
+    # the summary says so, and the one measure of the drawing did not move either
+    assert message.startswith("CLIPDraw: Nothing changed (the 3 selected paths are as drawn) in 0 iterations"), message
+    m = re.search(r"CLIP similarity to 'a cat': (-?\d\.\d{3}) -> (-?\d\.\d{3})\.", message)
+    assert m and m.group(1) == m.group(2), message
     before = inkex.load_svg(DOC.encode()).getroot()
     after = inkex.load_svg(etree.tostring(tree)).getroot() if tree is not None else before
     for i in ("p1", "r1", "c1"):
@@ -142,6 +153,14 @@ def test_zero_iterations_leave_the_document_as_it_was(engine_env, tmp_path):
         flat = lambda csp: [c for sub in csp for node in sub for p in node for c in p]  # noqa: E731
         assert max(abs(x - y) for x, y in zip(flat(pa), flat(pb))) < 1e-3, i
         assert len(flat(pa)) == len(flat(pb))
+
+
+def test_a_prompt_too_long_for_clip_is_said_in_the_summary(engine_env, tmp_path):
+    prompt = "a drawing of a cat " + "with a very long tail " * 15  # 80 tokens: 75 fit
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", f"--prompt={prompt}", "--summary=false"] + FAST)
+    assert tree is not None, message
+    assert message.startswith("CLIPDraw: Warning: The prompt 'a drawing of a cat with a ve...g tail with a very long tail'")
+    assert "is too long for clipdraw-tiny: its last 5 tokens are dropped" in message, message
 
 
 def test_add_strokes_go_in_a_group_above_the_selection(engine_env, tmp_path):

@@ -26,6 +26,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def check_range(args, option: str, low, high) -> None:
+    """UsageError unless --option lies in [low, high] (bounds that need the engine's modules, so
+    they are checked after parsing, when importing torch is no longer a cost)."""
+    v = getattr(args, option.replace("-", "_"))
+    if not low <= v <= high:
+        raise UsageError(f"--{option} must be from {low} to {high}, got {v}")
+
+
+MIN_CANVAS = 32  # the smallest canvas `draw` makes (the dialog's minimum too)
+
+
 def save_png(rgba, path) -> None:
     """Save a float [H, W, 4] straight-alpha (or [H, W, 3]) image in 0..1 as PNG."""
     from PIL import Image
@@ -246,8 +257,10 @@ def add_draw_args(p: argparse.ArgumentParser) -> None:
                    help="widest stroke, full SVG width in canvas px (default 100: CLIPDraw's max_width 50 "
                    "is diffvg's half width). Strokes start 2 px wide and are kept at least 2 px "
                    "(both for a 224 px canvas, scaled with it)")
-    p.add_argument("--size", type=positive_int, default=224, metavar="PX", help="canvas size without --init (default 224)")
-    p.add_argument("--seed", type=whole, default=0, metavar="N", help="random seed (default 0; runs on a CPU repeat exactly)")
+    p.add_argument("--size", type=positive_int, default=224, metavar="PX",
+                   help=f"canvas size without --init, {MIN_CANVAS} to 16384 (default 224)")
+    p.add_argument("--seed", type=whole, default=0, metavar="N",
+                   help="random seed (default 0; runs on a CPU repeat exactly)")
     p.add_argument("--negative", action="append", default=[], metavar="TEXT", help="a negative prompt (repeatable)")
     p.add_argument("--negative-weight", type=non_negative, default=0.3, metavar="W",
                    help="how much the negative prompts' similarity counts (default 0.3)")
@@ -261,17 +274,24 @@ def add_draw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", metavar="DIR", help="write progress PNGs DIR/frame_0010.png ...")
     p.add_argument("--frame-every", type=positive_int, default=10, metavar="N", help="(default 10)")
     p.add_argument("--show-labels", type=whole, default=0, metavar="N",
-                   help="every N iterations print CLIP's top 5 nouns for the drawing")
+                   help="every N iterations print CLIP's top 5 nouns for the drawing (the time counts "
+                   "against --time-limit)")
     add_model_args(p)
 
 
 def run_draw(args) -> int:
-    from .optimize import draw
+    from .guidance import context_warnings, quoted
+    from .optimize import MAX_SEED, draw
+    from .scene import MAX_SIZE
 
     if not args.prompt.strip() and not args.image_prompt:
         raise UsageError("give a prompt (or --image-prompt IMAGE)")
     if args.paths is not None and args.paths < 0:
         raise UsageError(f"--paths must be at least 0, got {args.paths}")
+    if args.show_labels < 0:
+        raise UsageError(f"--show-labels must be at least 0, got {args.show_labels}")
+    check_range(args, "size", MIN_CANVAS, MAX_SIZE)
+    check_range(args, "seed", 0, MAX_SEED)
     check_outputs(args)
     scene = read_scene(args.init) if args.init else None
     if scene is None and args.paths == 0:
@@ -280,6 +300,8 @@ def run_draw(args) -> int:
     if args.frames:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
     clip = load_model(args)
+    for warning in context_warnings(clip, [args.prompt.strip(), *args.negative]):
+        print(f"clipdraw draw: warning: {warning}", file=sys.stderr)
     bar = ProgressBar(args.iters, args.frames, args.frame_every, clip, args.show_labels)
     try:
         result = draw(clip, args.prompt.strip(), scene, negatives=args.negative,
@@ -289,11 +311,23 @@ def run_draw(args) -> int:
                       time_limit=args.time_limit, size=args.size, callback=bar)
     finally:
         bar.close()
+    targets = [quoted(args.prompt.strip())] if args.prompt.strip() else []
+    targets += ["the image prompt" + "s" * (len(images) > 1)] if images else []
+    print(similarity_text(result.similarity, " and ".join(targets)), file=sys.stderr)
     if finish(result, args):
         return 130
-    print(f"{result.iterations} iterations in {result.elapsed:.1f} s, last loss {result.loss:.4f}: "
-          f"wrote {args.output}", file=sys.stderr)
+    print(f"{result.iterations} iterations in {result.elapsed:.1f} s: wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def similarity_text(similarity: dict, targets: str) -> str:
+    """CLIP similarity to 'a cat': 0.210 -> 0.330; to 'a blurry photo' (negative): 0.150 -> 0.120"""
+    from .guidance import quoted
+
+    parts = [f"CLIP similarity to {targets}: {similarity['start']:.3f} -> {similarity['end']:.3f}"]
+    parts += [f"to {quoted(n['prompt'])} (negative): {n['start']:.3f} -> {n['end']:.3f}"
+              for n in similarity["negatives"]]
+    return "; ".join(parts)
 
 
 # ---- score ------------------------------------------------------------------------------------
@@ -357,10 +391,13 @@ def run_trace(args) -> int:
     import torch.nn.functional as F
 
     from .models import pick_device
-    from .optimize import picture, trace
+    from .optimize import MAX_SEED, picture, trace
+    from .scene import MAX_SIZE
 
     if args.paths < 0 or args.fills < 0 or args.paths + args.fills == 0:
         raise UsageError("--paths and --fills must be at least 0, and not both 0")
+    check_range(args, "size", 1, MAX_SIZE)
+    check_range(args, "seed", 0, MAX_SEED)
     check_outputs(args)
     target = read_image(args.image)  # [H, W, 3]
     h, w, _ = target.shape

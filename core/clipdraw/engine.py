@@ -42,7 +42,7 @@ def emit(event: str, **fields) -> None:
 # ---- request validation -------------------------------------------------------------------------
 
 
-def _number(req, key, default, low=None, integer=False, nullable=False):
+def _number(req, key, default, low=None, integer=False, nullable=False, high=None):
     v = req.get(key, default)
     if v is None and nullable:
         return None
@@ -50,9 +50,10 @@ def _number(req, key, default, low=None, integer=False, nullable=False):
     if ok and integer:
         ok = float(v) == int(v)
         v = int(v) if ok else v
-    if not ok or (low is not None and v < low):
+    if not ok or (low is not None and v < low) or (high is not None and v > high):
         kind = "a whole number" if integer else "a number"
         bound = f" of at least {low}" if low is not None else ""
+        bound = f" from {low} to {high}" if high is not None else bound
         raise RequestError(f"{key}: expected {kind}{bound}{' or null' if nullable else ''}, got {v!r}")
     return v
 
@@ -76,7 +77,7 @@ def _optional_string(req, key):
 def parse_request(req) -> dict:
     """Check a request and fill in the defaults of `clipdraw draw`; RequestError if it is wrong."""
     from .hardware import PRECISIONS
-    from .optimize import LOCKABLE, MAX_WIDTH
+    from .optimize import LOCKABLE, MAX_SEED, MAX_WIDTH
     from .scene import Scene, SceneError
 
     if not isinstance(req, dict):
@@ -125,7 +126,7 @@ def parse_request(req) -> dict:
         max_width=_number(req, "max_width", MAX_WIDTH, low=1),
         fidelity=_number(req, "fidelity", 1.0, low=0),
         lock=lock,
-        seed=_number(req, "seed", 0, integer=True, nullable=True),
+        seed=_number(req, "seed", 0, low=0, high=MAX_SEED, integer=True, nullable=True),
         augmentations=_number(req, "augmentations", 4, low=1, integer=True),
         preview=_number(req, "preview", None, low=0, nullable=True),
     )
@@ -188,7 +189,7 @@ def png_base64(image) -> str:
 def run(req: dict, stop: threading.Event | None = None) -> dict:
     """Carry out a parsed request; the reply object. Setting `stop` ends a drawing after the
     iteration under way, with the result so far."""
-    from .guidance import top_labels
+    from .guidance import context_warnings, top_labels
     from .hardware import pick_dtype, set_threads
     from .models import load_clip, pick_device, resolve
     from .optimize import draw, picture
@@ -208,6 +209,8 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
         top = top_labels(clip, picture(req["scene"].to(device)), req["labels"])[: req["top"]]
         return {"labels": [{"label": l, "probability": p} for l, p in top]}
 
+    for warning in context_warnings(clip, [req["prompt"], *req["negative"]]):
+        emit("warning", message=_sentence(warning))
     emit("status", message=f"drawing \"{req['prompt']}\"")
     stop = stop or threading.Event()
     last = [0.0]
@@ -234,8 +237,8 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
                   seed=req["seed"], augmentations=req["augmentations"],
                   time_limit=req["time_limit"], callback=progress)
     emit("status", message=f"{'stopped' if result.stopped else 'done'}: {result.iterations} iterations "
-                           f"in {result.elapsed:.1f} s, last loss {result.loss:.4f}")
-    reply = result.scene.to_dict()
+                           f"in {result.elapsed:.1f} s")
+    reply = {**result.scene.to_dict(), "similarity": result.similarity}
     dashed = [s.id for s in result.scene.shapes if s.stroke_dasharray and s.id is not None]
     if dashed and not renders_dashes():  # the plugin's summary names what CLIP saw unlike the document
         reply["drawn_solid"] = dashed

@@ -83,6 +83,11 @@ def augment(image: torch.Tensor, n: int, size: int, generator: Optional[torch.Ge
 
 # ---- loss -----------------------------------------------------------------------------------
 
+# The fair measure of a drawing: this many augmented copies, always the same ones.
+MEASURE_COPIES = 16
+MEASURE_SEED = 0
+
+
 
 class ClipLoss:
     """loss(image [H, W, 3]) = -mean cos(copies, targets) + negative_weight * sum over negatives of
@@ -117,15 +122,46 @@ class ClipLoss:
             loss = loss + self.negative_weight * (f @ self.negatives.T).mean(0).sum()
         return loss
 
+    @torch.no_grad()
+    def similarity(self, image: torch.Tensor, copies: int = MEASURE_COPIES) -> tuple[float, list[float]]:
+        """A fair measure of image [H, W, 3]: the mean cosine similarity to the targets, and to
+        each negative, over `copies` augmented copies drawn from a fixed seed, so that the start
+        and the result of a run (any two images of one size) are judged on the same copies."""
+        fixed = torch.Generator().manual_seed(MEASURE_SEED)
+        f = self.clip.encode_image(augment(image, copies, self.clip.image_size, fixed))  # [n, D]
+        negatives = (f @ self.negatives.T).mean(0).tolist() if self.negatives is not None else []
+        return float((f @ self.targets.T).mean()), negatives
+
 
 @torch.no_grad()
 def label_probabilities(clip: Clip, image: torch.Tensor, labels: Sequence[str],
                         template: str = "{}") -> list[tuple[str, float]]:
-    """CLIP zero-shot: softmax over 100 x cosine(image, label), best first. image [H, W, 3]."""
+    """CLIP zero-shot with the model's own logit scale, best first: a softmax over the labels of
+    logit_scale x cosine(image, label), or, for a model trained with a logit bias (SigLIP), each
+    label's own sigmoid(logit_scale x cosine + logit_bias). image [H, W, 3]."""
     f = clip.encode_image(clip.preprocess(image.to(clip.device)))  # [1, D]
     t = clip.encode_text([template.format(l) for l in labels])  # [L, D]
-    p = (100.0 * f @ t.T).softmax(-1)[0].tolist()
-    return sorted(zip(labels, p), key=lambda lp: -lp[1])
+    logits = clip.model.logit_scale.exp().float() * (f @ t.T)  # [1, L]
+    bias = getattr(clip.model, "logit_bias", None)
+    p = (logits + bias.float()).sigmoid() if bias is not None else logits.softmax(-1)
+    return sorted(zip(labels, p[0].tolist()), key=lambda lp: -lp[1])
+
+
+def context_warnings(clip: Clip, prompts: Sequence[str]) -> list[str]:
+    """A sentence for each prompt longer than the model's context: CLIP reads only its start."""
+    out = []
+    for text in prompts:
+        n = clip.dropped_tokens(text)
+        if n:
+            out.append(f"the prompt {quoted(text)} is too long for {clip.name}: its last {n} "
+                       f"token{'s' * (n != 1)} are dropped; shorten it")
+    return out
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """'text' in quotes, its middle elided when it is longer than `limit`."""
+    half = (limit - 3) // 2
+    return repr(text if len(text) <= limit else text[:half] + "..." + text[-half:])
 
 
 def nouns() -> list:

@@ -63,6 +63,17 @@ class Clip:
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
+    def dropped_tokens(self, text: str) -> int:
+        """How many of text's tokens do not fit the model's context (its tokenizer cuts them off)."""
+        tok = self.tokenizer
+        if hasattr(tok, "sot_token_id"):  # open_clip's BPE tokenizer: start + tokens + end
+            used = len(tok.encode(text)) + 2
+        elif hasattr(tok, "tokenizer"):  # a Hugging Face tokenizer inside open_clip's wrapper
+            used = len(tok.tokenizer(tok.clean_fn(text)).input_ids)
+        else:
+            return 0
+        return max(0, used - tok.context_length)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit image embeddings [B, D] of images [B, 3, S, S] in 0..1 (normalised here)."""
         x = (images - self.mean) / self.std

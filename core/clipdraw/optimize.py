@@ -22,6 +22,7 @@ START_WIDTH = 2.0  # new strokes' width
 MIN_WIDTH = 2.0  # the floor of the widths' clamp (a given thinner stroke may stay as drawn)
 MAX_WIDTH = 100.0  # CLIPDraw's max_width (not scaled: the user's number, in canvas px)
 REFERENCE_SIZE = 224
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes no more
 FIDELITY_SCALE = 0.1  # moving every point by this fraction of the canvas costs `fidelity`
 
 
@@ -45,6 +46,9 @@ class Result:
     iterations: int
     elapsed: float
     stopped: bool = False  # the callback asked to stop before `iters` (e.g. Ctrl+C)
+    # draw's fair measure, CLIP's similarity on fixed augmentations: {"start": s0, "end": s1,
+    # "negatives": [{"prompt": text, "start": n0, "end": n1}, ...]}
+    similarity: Optional[dict] = None
 
 
 # ---- initialisation ---------------------------------------------------------------------------
@@ -261,8 +265,10 @@ def draw(clip, prompt: str = "", scene: Optional[Scene] = None, *, negatives: Se
     """CLIPDraw: `paths` new random strokes (default 256 on an empty canvas, 0 when the scene has
     shapes) on top of the scene's shapes, optimised so that CLIP matches `prompt` (and/or image
     prompts, [H, W, 3] in 0..1). The given shapes are pulled toward where they were by `fidelity`.
-    `clip` is a guidance.Clip; the scene is copied onto its device."""
+    `clip` is a guidance.Clip; the scene is copied onto its device. The result's `similarity`
+    compares the start and the result on one fixed set of augmented copies."""
     from .guidance import ClipLoss
+    from .render import render
 
     generator = torch.Generator()
     if seed is not None:
@@ -282,8 +288,18 @@ def draw(clip, prompt: str = "", scene: Optional[Scene] = None, *, negatives: Se
     cap = 2 * clip.image_size
     k = min(1.0, cap / max(scene.width, scene.height))
     render_size = (max(1, round(scene.width * k)), max(1, round(scene.height * k)))
-    return optimize(scene, loss, iters, max_width, fidelity, anchored=given, lock=lock,
-                    time_limit=time_limit, callback=callback, render_size=render_size)
+
+    def measure():
+        with torch.no_grad():
+            return loss.similarity(render(scene, *render_size, background=background_rgb(scene)))
+
+    start, start_negatives = measure()
+    result = optimize(scene, loss, iters, max_width, fidelity, anchored=given, lock=lock,
+                      time_limit=time_limit, callback=callback, render_size=render_size)
+    end, end_negatives = measure()
+    result.similarity = {"start": start, "end": end, "negatives": [
+        {"prompt": q, "start": a, "end": b} for q, a, b in zip(negatives, start_negatives, end_negatives)]}
+    return result
 
 
 def l2_loss(target: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -152,12 +152,15 @@ class Scene:
 # ---- validation helpers -------------------------------------------------------------------
 
 
+MAX_SIZE = 16384  # the widest and tallest canvas, in px
+
+
 def _size(d: dict, key: str) -> int:
     if key not in d:
         raise SceneError(f"{key}: missing")
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= 16384:
-        raise SceneError(f"{key}: must be a whole number of pixels from 1 to 16384, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= MAX_SIZE:
+        raise SceneError(f"{key}: must be a whole number of pixels from 1 to {MAX_SIZE}, got {v!r}")
     return int(v)
 
 
