@@ -116,7 +116,7 @@ class Draw(inkex.EffectExtension):
         message = []
         if opt.summary:
             message.append(summary(progress, time.time() - start, changed, len(given), len(new),
-                                   reply.get("similarity"), prompt))
+                                   reply.get("similarity") if isinstance(reply, dict) else None, prompt))
         message += [f"Warning: {w}" for w in warnings]
         if skipped:
             message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
