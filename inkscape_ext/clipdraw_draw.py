@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Extensions > CLIPDraw > Draw from Prompt...: refine the selected strokes (or draw new ones)
 until CLIP agrees with the prompt, and put the result back as ordinary SVG paths."""
+import sys
 import time
 
 import inkex
+from inkex.utils import ABORT_STATUS
 
 import clipdraw_engine
 import clipdraw_scene as cs
+import clipdraw_window
 
 
 class Draw(inkex.EffectExtension):
@@ -30,6 +33,7 @@ class Draw(inkex.EffectExtension):
         pars.add_argument("--pretrained", default="", help="weights file or tag (blank = default)")
         pars.add_argument("--output_mode", default="inplace", choices=["inplace", "layer"])
         pars.add_argument("--summary", type=inkex.Boolean, default=True)
+        pars.add_argument("--engine", default="", help="a command that runs the engine (blank = $CLIPDRAW_ENGINE, else this computer)")
 
     def effect(self):
         opt = self.options
@@ -85,17 +89,51 @@ class Draw(inkex.EffectExtension):
                 progress.update(event)
 
         start = time.time()
+
+        def put(reply):
+            """The reply into the document; the end-of-run message (None if there is none)."""
+            given, new, written = self.put(reply, refined, scene, canvas, snapshot, unlinked, prompt, selected)
+            changed = sum(cs.shape_changed(sent, got) for sent, got in zip(scene["shapes"], given))
+            message = []
+            if opt.summary:
+                message.append(summary(progress, time.time() - start, changed, len(given), len(new),
+                                       reply.get("similarity") if isinstance(reply, dict) else None, prompt))
+            message += [f"Warning: {w}" for w in warnings]
+            if skipped:
+                message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
+            solid = reply.get("drawn_solid", []) if isinstance(reply, dict) else []
+            message += document_notes(cs.dropped_effects(written), unseen, solid)
+            if no_window and opt.summary:
+                message.append(no_window)
+            return "CLIPDraw: " + " ".join(message) if message else None
+
+        no_window = clipdraw_window.unavailable()
         try:
-            reply = clipdraw_engine.run(request, on_event=on_event)
+            command = clipdraw_engine.engine_command(opt.engine)
+            if no_window is None:  # the window shows progress and the end message, and can stop
+                window = clipdraw_window.RunWindow(f"CLIPDraw: {prompt}", put, observe=on_event)
+                try:
+                    window.run(dict(request, preview=1.0), command=command)
+                except clipdraw_engine.EngineError:  # cancelled, or the window said what went wrong
+                    cs.relink(unlinked, set())
+                    sys.exit(ABORT_STATUS)  # the document stays as it was, and no second message
+                return
+            reply = clipdraw_engine.run(request, on_event=on_event, command=command)
         except clipdraw_engine.EngineError as e:
             cs.relink(unlinked, set())
             raise inkex.AbortExtension(f"CLIPDraw: {e}") from None
+        message = put(reply)
+        if message:
+            inkex.errormsg(message)
+
+    def put(self, reply, refined, scene, canvas, snapshot, unlinked, prompt, selected):
+        """Write the engine's reply into the document: (given shapes, new strokes, {element: names written})."""
         # the reply holds the given shapes first, in order, then the new strokes
         shapes = reply.get("shapes", []) if isinstance(reply, dict) else []
         given, new = shapes[:len(refined)], shapes[len(refined):]
 
         written = {}
-        if opt.output_mode == "layer":
+        if self.options.output_mode == "layer":
             layer = inkex.Layer.new(f"CLIPDraw: {prompt}")
             layer.set("id", self.svg.get_unique_id("clipdraw"))
             self.svg.append(layer)
@@ -111,19 +149,7 @@ class Draw(inkex.EffectExtension):
                 self.add_group(new, canvas, prompt, selected)
         cs.relink(unlinked, written)
         snapshot.restore(written)
-
-        changed = sum(cs.shape_changed(sent, got) for sent, got in zip(scene["shapes"], given))
-        message = []
-        if opt.summary:
-            message.append(summary(progress, time.time() - start, changed, len(given), len(new),
-                                   reply.get("similarity") if isinstance(reply, dict) else None, prompt))
-        message += [f"Warning: {w}" for w in warnings]
-        if skipped:
-            message.append(f"Left {skipped_text(skipped)} alone (Path > Object to Path makes paths CLIPDraw can use).")
-        solid = reply.get("drawn_solid", []) if isinstance(reply, dict) else []
-        message += document_notes(cs.dropped_effects(written), unseen, solid)
-        if message:
-            inkex.errormsg("CLIPDraw: " + " ".join(message))
+        return given, new, written
 
     def add_group(self, shapes, canvas, prompt, selected):
         """New strokes in a group labelled with the prompt, just above the selection."""

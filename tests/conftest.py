@@ -26,6 +26,17 @@ def tiny_clip(tiny_model):
     return load_clip(*tiny_model, device="cpu")
 
 
+@pytest.fixture
+def stand_in_engine(tmp_path):
+    """A local stand-in for `ssh gpu-box clipdraw engine`: a command (a script) that runs this
+    checkout's engine, for the plugin's Engine command setting."""
+    script = tmp_path / "remote-engine.sh"
+    core = Path(__file__).resolve().parents[1] / "core"
+    script.write_text(f'#!/bin/sh\nPYTHONPATH="{core}" exec "{sys.executable}" -m clipdraw engine\n')
+    script.chmod(0o755)
+    return script
+
+
 @pytest.fixture(scope="session")
 def vit_b32_random(tmp_path_factory):
     """(model name, checkpoint) of OpenAI's ViT-B/32 architecture with random fp16 weights (~300 MB)."""

@@ -11,15 +11,16 @@ for cmd in inkscape Xvfb xvfb-run xdotool import; do
   command -v "$cmd" >/dev/null 2>&1 || missing="$missing $cmd"
 done
 if ! /usr/bin/python3 -c "import lxml, numpy, cssselect" >/dev/null 2>&1; then missing="$missing python3-lxml"; fi
+if ! /usr/bin/python3 -c "import gi; gi.require_version('Gtk', '3.0')" >/dev/null 2>&1; then missing="$missing python3-gi"; fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Inkscape and Xvfb for the end-to-end tests (missing:$missing)"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      inkscape xvfb xauth xdotool imagemagick python3-lxml python3-numpy python3-cssselect
+      inkscape xvfb xauth xdotool imagemagick python3-lxml python3-numpy python3-cssselect python3-gi gir1.2-gtk-3.0
   else
     echo "== note: missing$missing; the Inkscape end-to-end tests will be skipped."
-    echo "   Install them with: sudo apt-get install inkscape xvfb xauth xdotool imagemagick python3-lxml python3-numpy python3-cssselect"
+    echo "   Install them with: sudo apt-get install inkscape xvfb xauth xdotool imagemagick python3-lxml python3-numpy python3-cssselect python3-gi gir1.2-gtk-3.0"
   fi
 fi
 

@@ -117,13 +117,16 @@ def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, lim
         while proc.poll() is None:
             assert time.time() < deadline, f"Inkscape still running after {limit} s"
             for wid, name, x, y, w, h in windows(env):
-                # a message from the plugin: a nameless dialog (the "working" one is only 81 high)
-                if name == "" and h > 120:
+                # a message from the plugin: a nameless dialog (the "working" one is only 81 high),
+                # or the end of the run in the plugin's own window (clipdraw_window), whose Close
+                # is the right half of its bottom row
+                if (name == "" and h > 120) or name in ("CLIPDraw: done", "CLIPDraw: nothing changed"):
                     shot = tmp_path / f"message{len(shots)}.png"
                     time.sleep(1.0)  # let the dialog paint before it is photographed
                     subprocess.run(["import", "-window", "root", str(shot)], env=env, timeout=30, check=True)
                     shots.append(shot)
-                    subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h - 17), "click", "1"],
+                    ok = (x + w // 2, y + h - 17) if name == "" else (x + 3 * w // 4, y + h - 24)
+                    subprocess.run(["xdotool", "mousemove", str(ok[0]), str(ok[1]), "click", "1"],
                                    env=env, timeout=20, check=True)
                     time.sleep(1.0)
             time.sleep(0.5)

@@ -257,7 +257,8 @@ def test_what_does_clip_see_is_a_message_only(engine_env, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty prompt", "bad model file", "no engine", "python without engine",
-                                  "nothing to refine"])
+                                  "nothing to refine", "engine command missing", "engine command fails",
+                                  "weights not downloaded"])
 def test_user_errors_give_one_message_and_leave_the_document(case, engine_env, tmp_path, monkeypatch):
     args = ["--id=p1"] + FAST
     expect = {
@@ -266,6 +267,9 @@ def test_user_errors_give_one_message_and_leave_the_document(case, engine_env, t
         "no engine": "not set up",
         "python without engine": "does not have the clipdraw engine",
         "nothing to refine": "nothing to refine (1 text)",
+        "engine command missing": "cannot run the engine command `/no/such/engine --flag`",
+        "engine command fails": "exit status 255): ssh: Could not resolve hostname gpu-box",
+        "weights not downloaded": "Run > Weights",
     }[case]
     if case == "empty prompt":
         args.append("--prompt=  ")
@@ -282,6 +286,15 @@ def test_user_errors_give_one_message_and_leave_the_document(case, engine_env, t
         monkeypatch.setenv("CLIPDRAW_PYTHON", str(empty / "bin" / "python"))
     elif case == "nothing to refine":
         args = ["--id=t1", "--mode=refine"] + FAST
+    elif case == "engine command missing":
+        args.append("--engine=/no/such/engine --flag")
+    elif case == "engine command fails":  # what ssh says for a machine it cannot find
+        args.append("--engine=sh -c 'echo \"ssh: Could not resolve hostname gpu-box\" >&2; exit 255'")
+    elif case == "weights not downloaded":  # offline, with an empty cache
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        args += ["--model=ViT-B-32-quickgelu", "--pretrained=openai"]
     start = time.time()
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path, args)
     assert tree is None  # nothing written: Inkscape keeps the document as it was
@@ -299,6 +312,17 @@ def test_the_dialogs_model_choice_reaches_the_engine(engine_env, tmp_path, monke
     assert tree is None and "'no-such-tag' is neither a file nor a pretrained tag of ViT-B-32-256" in message
     tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--guide=ViT-B-32-256", "--model=RN50"] + FAST)
     assert tree is None and "pretrained tag of RN50" in message
+
+
+def test_the_engine_command_setting_runs_the_engine_instead_of_the_local_python(engine_env, tmp_path, monkeypatch,
+                                                                              stand_in_engine):
+    monkeypatch.setenv("CLIPDRAW_PYTHON", "/no/such/python")  # not used: the command is
+    monkeypatch.setenv("CLIPDRAW_ENGINE", str(stand_in_engine))
+    tree, message = run_ext(clipdraw_draw.Draw, tmp_path, ["--id=p1", "--summary=true"] + FAST)
+    assert tree is not None and by_id(tree, "p1").get("d") != original("p1").get("d")
+    assert message.startswith("CLIPDraw: Refined 1 path in 4 iterations")
+    # without Gtk (this Python has no PyGObject) or without a display, the summary says so
+    assert "install Gtk 3 for Python" in message or "no display" in message
 
 
 # ---- Cancel ---------------------------------------------------------------------------------
