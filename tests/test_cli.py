@@ -1,6 +1,7 @@
 """The `clipdraw` command as a user runs it: real subprocesses, tiny models through --model/--pretrained."""
 import json
 import os
+import time
 import re
 import subprocess
 import sys
@@ -299,3 +300,29 @@ def test_draw_with_the_full_vit_b32_architecture(vit_b32_random, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "ViT-B-32-quickgelu" in r.stderr and "3/3" in r.stderr
     assert len(json.loads((tmp_path / "b32.json").read_text())["shapes"]) == 16
+
+
+def test_draw_preview_shows_the_drawing_in_the_desktop_viewer_and_frames_still_work(tiny_model, tmp_path):
+    """A stand-in `xdg-open` on PATH records what the desktop was asked to show."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened.txt"
+    (bin_dir / "xdg-open").write_text(f'#!/bin/sh\necho "$1" > "{opened}"\n')
+    (bin_dir / "xdg-open").chmod(0o755)
+    preview = tmp_path / "watch.png"
+    r = clipdraw("draw", "a cat", "-o", tmp_path / "cat.svg", "--paths", 4, "--iters", 3, "--size", 64,
+                 "--preview", preview, "--frames", tmp_path / "frames", "--frame-every", 1,
+                 *model_args(tiny_model),
+                 env={"DISPLAY": ":99", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    assert Image.open(preview).size == (64, 64) and not (tmp_path / "watch.png.part").exists()
+    deadline = time.time() + 30
+    while not opened.exists() and time.time() < deadline:  # the viewer is started, not waited for
+        time.sleep(0.1)
+    assert opened.read_text().strip() == str(preview)
+    assert len(list((tmp_path / "frames").iterdir())) == 3
+    r = clipdraw("draw", "a cat", "-o", tmp_path / "cat.svg", "--preview", tmp_path / "watch.jpg",
+                 *model_args(tiny_model))
+    assert r.returncode == 2 and "--preview" in r.stderr

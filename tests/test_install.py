@@ -90,3 +90,21 @@ def test_a_clear_message_without_the_plugin_files(tmp_path):
     r = clipdraw("--dir", str(tmp_path / "ext"), "--source", str(tmp_path))
     assert r.returncode == 2 and "cannot find clipdraw.inx" in r.stderr
     assert not (tmp_path / "ext").exists()
+
+
+def test_install_checks_that_the_model_loads(tmp_path, tiny_model):
+    env = dict(os.environ, CLIPDRAW_MODEL=tiny_model[0], CLIPDRAW_PRETRAINED=tiny_model[1])
+    r = clipdraw("--dir", str(tmp_path / "extensions"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "the model loads: ready" in r.stdout
+
+
+def test_install_without_weights_or_network_says_how_to_get_them(tmp_path):
+    """Offline with an empty cache: the answer comes at once (the test's timeout), not after retries."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPDRAW_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "cache"))  # the check reads the cache only, network or not
+    r = clipdraw("--dir", str(tmp_path / "extensions"), env=env)
+    assert r.returncode == 0, r.stderr  # the plugin is installed all the same
+    assert "cannot load its model yet" in r.stdout
+    assert "clipdraw install-inkscape --download-weights" in r.stdout
+    assert "https://openaipublic.azureedge.net/clip/models/" in r.stdout and "Run > Weights" in r.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -181,18 +182,63 @@ def check_outputs(args) -> None:
             raise UsageError(f"{out}: its folder does not exist")
 
 
+class Preview:
+    """--preview FILE: the drawing as it forms, rewritten about once a second (whole, through a
+    rename, so a viewer never reads half a file) and opened once in the desktop's image viewer,
+    which reloads a file that changes (eog, macOS Preview, most others)."""
+
+    def __init__(self, path, every=1.0):
+        self.path, self.every = Path(path), every
+        self.shown = None
+
+    def __call__(self, image, last=False) -> None:
+        import time
+
+        from .engine import preview_png
+
+        now = time.monotonic()
+        if not last and self.shown is not None and now - self.shown < self.every:
+            return
+        partial = self.path.with_name(self.path.name + ".part")
+        partial.write_bytes(preview_png(image))
+        os.replace(partial, self.path)
+        if self.shown is None:
+            open_viewer(self.path)
+        self.shown = now
+
+
+def open_viewer(path) -> None:
+    """Open a picture in the desktop's viewer, if there is a desktop; else say where it is."""
+    import shutil
+    import subprocess
+
+    if sys.platform == "win32":
+        os.startfile(path)  # the user's own file, in the user's viewer
+        return
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    desktop = sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if desktop and shutil.which(opener):
+        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    else:
+        print(f"\npreview: {path} (no desktop to show it on; it is rewritten as the drawing forms)",
+              file=sys.stderr)
+
+
 class ProgressBar:
-    """The callback of `draw` and `trace`: a tqdm bar, frames, and CLIP's top labels now and then.
+    """The callback of `draw` and `trace`: a tqdm bar, frames, a preview picture, and CLIP's top
+    labels now and then.
 
     While it is open, Ctrl+C asks the loop to stop after the current iteration (the caller then
     writes the current result); a second Ctrl+C aborts at once."""
 
-    def __init__(self, iters, frames=None, frame_every=10, clip=None, labels_every=0):
+    def __init__(self, iters, frames=None, frame_every=10, clip=None, labels_every=0, preview=None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=iters, unit="it", dynamic_ncols=True, file=sys.stderr)
         self.frames, self.frame_every = frames, frame_every
         self.clip, self.labels_every = clip, labels_every
+        self.preview = Preview(preview) if preview else None
         self.first_loss = None
         self.stop = False
         self.previous_handler = None
@@ -214,6 +260,8 @@ class ProgressBar:
         self.bar.update(p.iteration - self.bar.n)
         if self.frames and (p.iteration % self.frame_every == 0 or p.iteration == 1):
             save_png(p.image, Path(self.frames) / f"frame_{p.iteration:04d}.png")
+        if self.preview:
+            self.preview(p.image, last=p.iteration == p.iterations or self.stop)
         if self.labels_every and p.iteration % self.labels_every == 0:
             from .guidance import top_labels
 
@@ -273,6 +321,8 @@ def add_draw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augmentations", type=positive_int, default=4, metavar="N", help="augmented copies per step (default 4)")
     p.add_argument("--frames", metavar="DIR", help="write progress PNGs DIR/frame_0010.png ...")
     p.add_argument("--frame-every", type=positive_int, default=10, metavar="N", help="(default 10)")
+    p.add_argument("--preview", metavar="FILE.png", help="watch the drawing form: FILE.png is rewritten about "
+                   "once a second and opened in the desktop's image viewer, which reloads it")
     p.add_argument("--show-labels", type=whole, default=0, metavar="N",
                    help="every N iterations print CLIP's top 5 nouns for the drawing (the time counts "
                    "against --time-limit)")
@@ -299,10 +349,12 @@ def run_draw(args) -> int:
     images = [read_image(f) for f in args.image_prompt]
     if args.frames:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
+    if args.preview and (not args.preview.lower().endswith(".png") or not Path(args.preview).resolve().parent.is_dir()):
+        raise UsageError(f"--preview {args.preview}: must end in .png, in a folder that exists")
     clip = load_model(args)
     for warning in context_warnings(clip, [args.prompt.strip(), *args.negative]):
         print(f"clipdraw draw: warning: {warning}", file=sys.stderr)
-    bar = ProgressBar(args.iters, args.frames, args.frame_every, clip, args.show_labels)
+    bar = ProgressBar(args.iters, args.frames, args.frame_every, clip, args.show_labels, args.preview)
     try:
         result = draw(clip, args.prompt.strip(), scene, negatives=args.negative,
                       negative_weight=args.negative_weight, image_prompts=images, paths=args.paths,

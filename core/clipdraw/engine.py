@@ -171,8 +171,8 @@ def listen(lines, stop: threading.Event) -> None:
             emit("status", message=f"ignored a line that is not a command this engine knows: {text[:200]}")
 
 
-def png_base64(image) -> str:
-    """A float [H, W, 3] image in 0..1 as a base64 PNG at most PREVIEW_SIDE px on its longest side."""
+def preview_png(image) -> bytes:
+    """A float [H, W, 3] image in 0..1 as a PNG at most PREVIEW_SIDE px on its longest side."""
     from PIL import Image
 
     array = (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
@@ -180,7 +180,11 @@ def png_base64(image) -> str:
     picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # only ever shrinks
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_base64(image) -> str:
+    return base64.b64encode(preview_png(image)).decode("ascii")
 
 
 # ---- running ---------------------------------------------------------------------------------

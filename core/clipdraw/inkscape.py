@@ -3,7 +3,8 @@
 The plugin (clipdraw.inx and inkscape_ext/) is copied into `<extensions>/clipdraw/`, and this
 Python (the one with torch and the engine) is recorded in `clipdraw_engine.json` there, so that
 Inkscape's own Python needs nothing but inkex. The same file lists what was copied, which is
-exactly what `--uninstall` removes.
+exactly what `--uninstall` removes. Then the engine is asked to load its CLIP model from what this
+computer has (no download), so that missing weights are found now, not at the first drawing.
 """
 from __future__ import annotations
 
@@ -117,6 +118,47 @@ def uninstall(extensions: Path) -> Path | None:
     return target
 
 
+def check_model(python=None, download=False, timeout=900):
+    """Have the engine, run as the plugin runs it, load its model (CLIPDRAW_MODEL/PRETRAINED or the
+    default): from the cache or a local file only, unless `download`. None if it loads, else the
+    engine's message."""
+    request = {"command": "score", "labels": ["a cat"], "top": 1,
+               "scene": {"format": "clipdraw-scene", "version": 1, "width": 32, "height": 32, "shapes": []}}
+    env = dict(os.environ) if download else dict(os.environ, HF_HUB_OFFLINE="1")
+    try:
+        r = subprocess.run([python or sys.executable, "-m", "clipdraw", "engine"], input=json.dumps(request) + "\n",
+                           capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"loading the model took more than {timeout} s"
+    if r.returncode == 0:
+        return None
+    errors = [line for line in r.stderr.splitlines() if '"error"' in line]
+    try:
+        return json.loads(errors[-1])["message"]
+    except (IndexError, ValueError, KeyError):
+        return f"the engine failed (exit status {r.returncode})"
+
+
+def how_to_get_weights() -> str:
+    """Exact steps to get the default weights, for a model that cannot load yet."""
+    from .models import resolve
+
+    model, pretrained = resolve(None, None)
+    lines = ["Get the weights before the first drawing, in one of these ways:",
+             "  clipdraw install-inkscape --download-weights   (needs internet once; fills the cache the engine reads)"]
+    try:
+        import open_clip
+
+        url = (open_clip.get_pretrained_cfg(model, pretrained or "") or {}).get("url")
+    except Exception:  # noqa: BLE001 - only a hint: a local file or an unknown model has no URL
+        url = None
+    if url:
+        lines.append(f"  or download {url} where there is internet,")
+    lines.append("  then put the file's path in Draw from Prompt's Run > Weights field "
+                 "(or set CLIPDRAW_PRETRAINED=FILE for every run).")
+    return "\n".join(lines)
+
+
 # ---- the `clipdraw install-inkscape` command -------------------------------------------------
 
 
@@ -125,6 +167,8 @@ def add_install_args(p) -> None:
     p.add_argument("--dir", help="Inkscape's extensions folder (default: found from Inkscape, "
                                  "$INKSCAPE_PROFILE_DIR, or the usual place on this system)")
     p.add_argument("--source", help="folder with clipdraw.inx and inkscape_ext/ (default: this clone)")
+    p.add_argument("--download-weights", action="store_true",
+                   help="download the CLIP weights now if they are not on this computer (needs internet)")
 
 
 def run_install(args) -> None:
@@ -142,5 +186,15 @@ def run_install(args) -> None:
     except OSError as e:
         raise UsageError(f"cannot write to {extensions}: {e.strerror}") from None
     print(f"Installed CLIPDraw into {target}\n"
-          f"  engine: {sys.executable}\n"
-          f"Restart Inkscape, then use Extensions > CLIPDraw > Draw from Prompt...")
+          f"  engine: {sys.executable}", flush=True)
+    from .models import resolve
+
+    model, pretrained = resolve(None, None)
+    print(f"Checking that the engine can load {model} ({pretrained or 'random weights'})"
+          f"{' (downloading if needed)' if args.download_weights else ''}...", flush=True)
+    problem = check_model(download=args.download_weights)
+    if problem is None:
+        print("  the model loads: ready.")
+    else:
+        print(f"  the engine cannot load its model yet: {problem}\n{how_to_get_weights()}")
+    print("Restart Inkscape, then use Extensions > CLIPDraw > Draw from Prompt...")
