@@ -107,7 +107,8 @@ class RunWindow:
         if self.observe is not None:
             self.observe(event)
         if event.get("event") != "progress":
-            self.status.set_text(event.get("message", "")[:120].capitalize())
+            text = event.get("message", "")[:120]
+            self.status.set_text(text[:1].upper() + text[1:])
             return False
         done, total = event.get("iteration", 0), max(1, event.get("iterations", 1))
         elapsed, limit = float(event.get("elapsed", 0.0)), event.get("time_limit")
