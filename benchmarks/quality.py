@@ -3,6 +3,7 @@ README.md: how soon `clipdraw draw` makes a drawing an independent judge recogni
 
     python benchmarks/quality.py                        # 25 50 100 200 400 iterations, 10 prompts
     python benchmarks/quality.py --iters 50 100 --prompts 25 --paths 64 256
+    python benchmarks/quality.py --precision fp32 bf16   # the guide in bf16 recognises as much?
 
 The guide is the concept model (tests/data/concept, `python -m clipdraw.concepts.train`), a toy
 CLIP that knows 5 shapes in 5 colours; each prompt is "a drawing of a <colour> <shape>". Every
@@ -84,26 +85,30 @@ def main(argv=None) -> None:
     p.add_argument("--paths", type=int, nargs="+", default=[256], help="stroke counts to compare (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+                   help="the guide's precisions to compare (default auto)")
     p.add_argument("--gallery", metavar="PNG", help="also save the drawings of the last row as a picture")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    clip = load_clip(str(DATA / "clipdraw-concept.json"), str(DATA / "clipdraw-concept.safetensors"), "cpu")
+    spec = (str(DATA / "clipdraw-concept.json"), str(DATA / "clipdraw-concept.safetensors"), "cpu")
     judge = Judge.load(DATA / "judge.safetensors")
     pairs = prompts(args.prompts)
     print(f"# {machine('cpu')}")
     print(f"# concept model (toy CLIP, not OpenAI's), {len(pairs)} prompts, seed {args.seed}, judged by the concept judge")
     print()
-    print("| strokes | iterations | seconds | shape | colour | both |")
-    print("|---------|------------|---------|-------|--------|------|")
-    for paths in args.paths:
-        for iters in [0] + list(args.iters):  # 0: the random strokes CLIPDraw starts from
-            pictures = []
-            row = judged(judge, clip, pairs, iters, paths, args.seed, pictures)
-            label = str(iters) if iters else "0 (random strokes)"
-            print(f"| {paths} | {label} | {row['seconds']:.1f} | {row['shape']:.0%} | {row['colour']:.0%} "
-                  f"| {row['both']:.0%} |", flush=True)
+    print("| precision | strokes | iterations | seconds | shape | colour | both |")
+    print("|-----------|---------|------------|---------|-------|--------|------|")
+    for precision in args.precision:
+        clip = load_clip(*spec, precision=precision)
+        for paths in args.paths:
+            for iters in [0] + list(args.iters):  # 0: the random strokes CLIPDraw starts from
+                pictures = []
+                row = judged(judge, clip, pairs, iters, paths, args.seed, pictures)
+                label = str(iters) if iters else "0 (random strokes)"
+                print(f"| {str(clip.dtype).removeprefix('torch.')} | {paths} | {label} | {row['seconds']:.1f} "
+                      f"| {row['shape']:.0%} | {row['colour']:.0%} | {row['both']:.0%} |", flush=True)
     if args.gallery:
         gallery(pictures[:len(SHAPES)], args.gallery, iters)
 

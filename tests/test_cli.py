@@ -193,11 +193,11 @@ def test_precision_and_threads_options_and_environment(tiny_model, tmp_path):
                         *model_args(tiny_model)) for p in ("fp32", "bf16")}
     for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
         assert runs[precision].returncode == 0, runs[precision].stderr
-        assert f"({dtype}, 1 thread)" in runs[precision].stderr
+        assert f"image tower in {dtype} (clipdraw's image tower), 1 thread\n" in runs[precision].stderr
     probabilities = [[float(line.split(": ")[1][:-1]) for line in r.stdout.splitlines()] for r in runs.values()]
     assert probabilities[0] == pytest.approx(probabilities[1], abs=0.5)  # percent
     r = clipdraw("score", picture, "--labels", "cat", *model_args(tiny_model), env={"CLIPDRAW_THREADS": "1"})
-    assert r.returncode == 0 and "1 thread)" in r.stderr
+    assert r.returncode == 0 and ", 1 thread\n" in r.stderr
     r = clipdraw("score", picture, "--labels", "cat", *model_args(tiny_model), env={"CLIPDRAW_THREADS": "many"})
     assert r.returncode == 2 and "CLIPDRAW_THREADS" in r.stderr and "Traceback" not in r.stderr
 

@@ -95,7 +95,7 @@ def test_precision_and_threads_keys(tiny_model):
         r, events = engine({"scene": canvas([STROKE]), "prompt": "a cat", "iters": 2, "precision": precision,
                             "threads": 1, "model": tiny_model[0], "pretrained": tiny_model[1]})
         assert r.returncode == 0, r.stderr
-        assert f"({dtype}, 1 thread)" in events[0]["message"]
+        assert f"image tower in {dtype} (clipdraw's image tower), 1 thread" in [e.get("message") for e in events]
 
 
 def test_score_request(tiny_model):

@@ -143,3 +143,19 @@ def test_torchscript_archive_is_read_without_running_it(tiny_model, tmp_path):
         want = net.encode_image(image)
         got = clip.model.encode_image(image)
     assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_a_tower_without_the_fast_path_runs_bf16_only_when_asked():
+    """The concept model's ResNet tower is served by open_clip's forward: 'auto' keeps it in fp32
+    (CPU autocast is slower), an explicit bf16 runs it under autocast, and describe() says which."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "concept"
+    spec = (str(data / "clipdraw-concept.json"), str(data / "clipdraw-concept.safetensors"))
+    auto, bf16 = load_clip(*spec, precision="auto"), load_clip(*spec, precision="bf16")
+    assert auto.image_tower is None and auto.dtype == torch.float32
+    assert auto.describe() == "image tower in float32 (open_clip's forward)"
+    assert bf16.dtype == torch.bfloat16 and bf16.describe() == "image tower in bfloat16 (open_clip's forward)"
+    images = torch.rand(2, 3, auto.image_size, auto.image_size, generator=torch.Generator().manual_seed(0))
+    f32, half = auto.encode_image(images), bf16.encode_image(images)
+    assert half.dtype == torch.float32 and (f32 * half).sum(-1).min() > 0.99

@@ -119,7 +119,6 @@ def use_threads(args) -> None:
 def load_model(args):
     import torch
 
-    from .hardware import pick_dtype
     from .models import load_clip, pick_device, resolve
 
     try:
@@ -128,11 +127,11 @@ def load_model(args):
         raise UsageError(f"--device: {e}") from None
     use_threads(args)
     model, pretrained = resolve(args.model, args.pretrained)
-    dtype = str(pick_dtype(args.precision, device)).removeprefix("torch.")
     threads = torch.get_num_threads()
-    print(f"loading {model} ({pretrained or 'random weights'}) on {device} ({dtype}, "
-          f"{threads} thread{'s' * (threads != 1)})", file=sys.stderr)
-    return load_clip(model, pretrained, device, args.precision)
+    print(f"loading {model} ({pretrained or 'random weights'}) on {device}", file=sys.stderr)
+    clip = load_clip(model, pretrained, device, args.precision)
+    print(f"{clip.describe()}, {threads} thread{'s' * (threads != 1)}", file=sys.stderr)
+    return clip
 
 
 def read_image(path) -> "torch.Tensor":

@@ -194,7 +194,7 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
     """Carry out a parsed request; the reply object. Setting `stop` ends a drawing after the
     iteration under way, with the result so far."""
     from .guidance import context_warnings, top_labels
-    from .hardware import pick_dtype, set_threads
+    from .hardware import set_threads
     from .models import load_clip, pick_device, resolve
     from .optimize import draw, picture
 
@@ -204,10 +204,9 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
     except ValueError as e:  # a device this machine lacks, or a bad CLIPDRAW_THREADS
         raise RequestError(str(e)) from None
     model, pretrained = resolve(req["model"], req["pretrained"])
-    dtype = str(pick_dtype(req["precision"], device)).removeprefix("torch.")
-    emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device} "
-                           f"({dtype}, {threads} thread{'s' * (threads != 1)})")
+    emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device}")
     clip = load_clip(model, pretrained, device, req["precision"])
+    emit("status", message=f"{clip.describe()}, {threads} thread{'s' * (threads != 1)}")
 
     if req["command"] == "score":
         top = top_labels(clip, picture(req["scene"].to(device)), req["labels"])[: req["top"]]

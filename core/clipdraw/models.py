@@ -49,7 +49,7 @@ class Clip:
     mean: torch.Tensor  # [3, 1, 1]
     std: torch.Tensor  # [3, 1, 1]
     # The image tower's weights' dtype, and the efficient path that runs them (image_tower.py);
-    # None where open_clip's own forward runs (under autocast on CUDA when dtype is not fp32).
+    # None where open_clip's own forward runs (under autocast when dtype is not fp32).
     dtype: torch.dtype = torch.float32
     image_tower: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
@@ -79,9 +79,14 @@ class Clip:
         x = (images - self.mean) / self.std
         if self.image_tower is not None:
             return F.normalize(self.image_tower(x), dim=-1)
-        autocast = self.dtype != torch.float32 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    def describe(self) -> str:
+        """How the image tower runs, for status lines: its precision and which forward."""
+        dtype = str(self.dtype).removeprefix("torch.")
+        how = "clipdraw's image tower" if self.image_tower is not None else "open_clip's forward"
+        return f"image tower in {dtype} ({how})"
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] in 0..1 -> [1, 3, S, S]: the whole image, resized (for scoring, no augmentation)."""
@@ -139,9 +144,15 @@ def load_clip(model: Optional[str] = None, pretrained: Optional[str] = None, dev
     key = (model, pretrained, str(device))
     if key not in _CACHE:
         _CACHE[key] = _load(model, pretrained, device)
+    base = _CACHE[key]
+    tower = fast_image_tower(base.model.visual, dtype)
+    if tower is None and precision == "auto" and device.type == "cpu":
+        # A tower image_tower.py does not serve would run bf16 through CPU autocast, which is
+        # slower than fp32 (benchmarks/iteration.md): auto means fp32 there.
+        dtype = torch.float32
+        tower = fast_image_tower(base.model.visual, dtype)
     if (key, dtype) not in _CACHE:
-        base = _CACHE[key]
-        _CACHE[key, dtype] = replace(base, dtype=dtype, image_tower=fast_image_tower(base.model.visual, dtype))
+        _CACHE[key, dtype] = replace(base, dtype=dtype, image_tower=tower)
     return _CACHE[key, dtype]
 
 
