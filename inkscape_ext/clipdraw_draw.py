@@ -137,8 +137,9 @@ class Draw(inkex.EffectExtension):
             layer = inkex.Layer.new(f"CLIPDraw: {prompt}")
             layer.set("id", self.svg.get_unique_id("clipdraw"))
             self.svg.append(layer)
-            for shape in given + new:
-                layer.append(cs.new_path(shape, canvas, layer.composed_transform(), self.svg))
+            sources = list(refined) + [None] * len(new)
+            for shape, source in zip(given + new, sources):
+                layer.append(cs.new_path(shape, canvas, layer.composed_transform(), self.svg, source=source))
             cs.clip_to_canvas(layer, canvas, self.svg)
         else:
             for item, sent, shape in zip(refined, scene["shapes"], given):

@@ -584,18 +584,27 @@ def as_path_element(element, attrib):
     return path
 
 
-def new_path(shape, canvas, parent_transform, svg, label=None):
-    """A fresh <path> for a reply shape, in a parent whose composed transform is given."""
+def new_path(shape, canvas, parent_transform, svg, label=None, source=None):
+    """A fresh <path> for a reply shape, in a parent whose composed transform is given.
+    `source` (an Item) is the shape's original: its paints that are no flat colour (gradient,
+    pattern, currentColor) are referenced by the copy too, with the opacity they had."""
     to_local = -(canvas.to_canvas @ parent_transform)
     scale = canvas.scale * math.sqrt(abs(parent_transform.a * parent_transform.d - parent_transform.b * parent_transform.c))
     element = inkex.PathElement()
     element.set("id", svg.get_unique_id("clipdraw"))
     element.set("d", path_data(subpaths_to_path(shape["subpaths"], to_local)))
     style = inkex.Style()
+    kept = source.element.specified_style() if source is not None else None
     for name in ("stroke", "fill"):
         rgba = shape.get(name)
         if rgba is None:
             style[name] = "none"
+        elif source is not None and name in source.fixed:
+            # the copy sits outside the original's groups: their opacity moves into the paint's
+            style[name] = kept.get(name)
+            style[name + "-opacity"] = alpha_value(kept(name + "-opacity") * source.opacity)
+            if str(kept.get(name)).strip().lower() == "currentcolor":
+                style["color"] = kept.get("color")
         else:
             style[name] = colour(rgba)
             style[name + "-opacity"] = alpha_value(rgba[3])

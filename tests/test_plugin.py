@@ -455,6 +455,24 @@ def test_paints_that_are_not_flat_colours_keep_their_reference():
     assert len(written) == 4 and all("d" in names for names in written.values())
 
 
+
+def test_new_layer_copies_reference_the_same_paints():
+    """The new-layer output: a copy of a gradient-, pattern- or currentColor-painted path uses the
+    same reference (with the opacity of the original's groups in its paint opacity), not a flat
+    colour; a flat colour is written as the engine left it."""
+    svg = load(PAINTS.replace('<g id="g">', '<g id="g" style="opacity:0.5">'))
+    items, scene, canvas = read(svg, ["g"])
+    layer = svg.getElementById("g").getparent()
+    copies = {item.element.get("id"): inkex.Style(cs.new_path(
+        reply_moving(shape, stroke=None if shape["stroke"] is None else [0.2, 0.6, 0.8, 0.7]),
+        canvas, layer.composed_transform(), svg, source=item).get("style"))
+        for item, shape in zip(items, scene["shapes"])}
+    assert (copies["gradient"]["stroke"], copies["swatched"]["fill"], copies["patterned"]["fill"],
+            copies["current"]["stroke"]) == ("url(#grad)", "url(#swatch)", "url(#tiles2)", "currentColor")
+    assert float(copies["gradient"]["stroke-opacity"]) == pytest.approx(0.5)
+    assert copies["current"]["color"] == "#0000ff"
+    assert copies["swatched"]["stroke"] == "#3399cc"  # a flat colour is the engine's
+
 ALPHAS = """
 <g id="g" style="opacity:0.5">
   <path id="rgba" d="M 0 0 L 50 10" style="fill:none;stroke:rgba(255,0,0,0.5);stroke-opacity:0.8"/>
