@@ -473,6 +473,7 @@ def test_new_layer_copies_reference_the_same_paints():
     assert copies["current"]["color"] == "#0000ff"
     assert copies["swatched"]["stroke"] == "#3399cc"  # a flat colour is the engine's
 
+
 ALPHAS = """
 <g id="g" style="opacity:0.5">
   <path id="rgba" d="M 0 0 L 50 10" style="fill:none;stroke:rgba(255,0,0,0.5);stroke-opacity:0.8"/>
