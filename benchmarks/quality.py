@@ -31,6 +31,7 @@ from clipdraw.concepts import COLOURS, SHAPES, caption  # noqa: E402
 from clipdraw.concepts.judge import Judge  # noqa: E402
 from clipdraw.models import load_clip  # noqa: E402
 from clipdraw.optimize import draw, picture  # noqa: E402
+from clipdraw.render import to_pil  # noqa: E402
 from raster import machine  # noqa: E402  (benchmarks/raster.py)
 
 DATA = ROOT / "tests" / "data" / "concept"
@@ -69,8 +70,7 @@ def gallery(pictures: list, path: str, iters: int) -> None:
     sheet = Image.new("RGB", (tile * len(pictures), tile + label + 22), "white")
     pen = ImageDraw.Draw(sheet)
     for i, (text, image, _) in enumerate(pictures):
-        array = (image.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")
-        sheet.paste(Image.fromarray(array), (i * tile, 0))
+        sheet.paste(to_pil(image), (i * tile, 0))
         pen.text((i * tile + 8, tile + 4), text.replace("a drawing of ", ""), fill="black")
         pen.rectangle([i * tile, 0, (i + 1) * tile - 1, tile - 1], outline=(200, 200, 200))
     pen.text((8, tile + label - 8), f"clipdraw draw \"a drawing of a ...\" --iters {iters}, guided by the "

@@ -40,10 +40,9 @@ MIN_CANVAS = 32  # the smallest canvas `draw` makes (the dialog's minimum too)
 
 def save_png(rgba, path) -> None:
     """Save a float [H, W, 4] straight-alpha (or [H, W, 3]) image in 0..1 as PNG."""
-    from PIL import Image
+    from .render import to_pil
 
-    array = (rgba.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
-    Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB").save(path)
+    to_pil(rgba).save(path)
 
 
 # ---- render -------------------------------------------------------------------------------
@@ -130,7 +129,7 @@ def load_model(args):
     threads = torch.get_num_threads()
     print(f"loading {model} ({pretrained or 'random weights'}) on {device}", file=sys.stderr)
     clip = load_clip(model, pretrained, device, args.precision)
-    print(f"{clip.describe()}, {threads} thread{'s' * (threads != 1)}", file=sys.stderr)
+    print(clip.describe(threads), file=sys.stderr)
     return clip
 
 

@@ -173,10 +173,9 @@ def listen(lines, stop: threading.Event) -> None:
 
 def preview_png(image) -> bytes:
     """A float [H, W, 3] image in 0..1 as a PNG at most PREVIEW_SIDE px on its longest side."""
-    from PIL import Image
+    from .render import to_pil
 
-    array = (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
-    picture = Image.fromarray(array, "RGB")
+    picture = to_pil(image)
     picture.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))  # only ever shrinks
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
@@ -206,7 +205,7 @@ def run(req: dict, stop: threading.Event | None = None) -> dict:
     model, pretrained = resolve(req["model"], req["pretrained"])
     emit("status", message=f"loading {model} ({pretrained or 'random weights'}) on {device}")
     clip = load_clip(model, pretrained, device, req["precision"])
-    emit("status", message=f"{clip.describe()}, {threads} thread{'s' * (threads != 1)}")
+    emit("status", message=clip.describe(threads))
 
     if req["command"] == "score":
         top = top_labels(clip, picture(req["scene"].to(device)), req["labels"])[: req["top"]]

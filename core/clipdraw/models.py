@@ -82,11 +82,13 @@ class Clip:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
-    def describe(self) -> str:
-        """How the image tower runs, for status lines: its precision and which forward."""
+    def describe(self, threads: Optional[int] = None) -> str:
+        """How the image tower runs, for status lines: its precision, which forward, and on how
+        many CPU threads when given."""
         dtype = str(self.dtype).removeprefix("torch.")
         how = "clipdraw's image tower" if self.image_tower is not None else "open_clip's forward"
-        return f"image tower in {dtype} ({how})"
+        on = "" if threads is None else f", {threads} thread{'s' * (threads != 1)}"
+        return f"image tower in {dtype} ({how}){on}"
 
     def preprocess(self, image: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] in 0..1 -> [1, 3, S, S]: the whole image, resized (for scoring, no augmentation)."""

@@ -18,7 +18,7 @@ import torch
 
 from ..scene import Scene
 
-__all__ = ["render", "render_rgba", "DiffvgUnavailableError", "BACKENDS"]
+__all__ = ["render", "render_rgba", "to_pil", "DiffvgUnavailableError", "BACKENDS"]
 
 BACKENDS = ("native", "diffvg")
 
@@ -98,3 +98,11 @@ def render_rgba(scene: Scene, width: Optional[int] = None, height: Optional[int]
     elif r.zero is not None:
         out = out + r.zero
     return out.reshape(h, w, 4)
+
+
+def to_pil(image: torch.Tensor):
+    """A float [H, W, 3] (RGB) or [H, W, 4] (straight RGBA) image in 0..1 as an 8-bit PIL image."""
+    from PIL import Image
+
+    array = (image.detach().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype("uint8")
+    return Image.fromarray(array, "RGBA" if array.shape[2] == 4 else "RGB")
