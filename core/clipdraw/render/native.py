@@ -277,20 +277,6 @@ def _bez_cols_d(c, t):
     return fx, fy, sx, sy
 
 
-def _divmod(num: torch.Tensor, den: torch.Tensor):
-    """Exact floor division of non-negative int64 tensors (den >= 1), without the slow integer
-    division kernels: a float32 estimate, then one correction step (it is off by at most 1)."""
-    q = torch.floor((num.float() + 0.5) / den.float()).long()
-    r = num - q * den
-    low = r < 0
-    q = q - low.long()
-    r = r + den * low.long()
-    high = r >= den
-    q = q + high.long()
-    r = r - den * high.long()
-    return q, r
-
-
 @dataclass
 class _Chords:
     """The chords of every stroked segment (no autograd), and what the per-band passes share."""
@@ -300,7 +286,8 @@ class _Chords:
     half_w: torch.Tensor  # float [num_shapes] half stroke widths, autograd
     cseg: torch.Tensor  # long [N]: segment of each chord
     cshape: torch.Tensor  # long [N]: shape of each chord
-    ends: torch.Tensor  # float [11, N]: ax, ay, bx, by, dx, dy, 1 / |d|^2, t0, t1, and two for _capsule_spans
+    ends: torch.Tensor  # float [11, N]: ax, ay, dx, dy, 1 / |d|^2, t0, t1, bx, by, and two for _capsule_spans
+    # (rows in the order of use: the rim's candidates read the first 5, its winners the first 7)
     reach: torch.Tensor  # float [N]: a pixel centre farther than this from the chord is not covered
     inner: torch.Tensor  # float [N]: a pixel centre nearer than this is covered entirely (<= 0: none)
 
@@ -340,16 +327,16 @@ def _stroke_chords(g: _Gathered) -> _Chords:
         sdx = torch.where(level | (dy > 0), dx, -dx) * inv_ll.sqrt()
         inv_dy = 1 / torch.where(level, 1e-9, dy)
     return _Chords(ctrl_t, cd, half_w, cseg, cshape,
-                   torch.stack((ax, ay, bx, by, dx, dy, inv_ll, t0, t1, sdx, inv_dy)), reach, inner)
+                   torch.stack((ax, ay, dx, dy, inv_ll, t0, t1, bx, by, sdx, inv_dy)), reach, inner)
 
 
 def _capsule_spans(e: torch.Tensor, r: torch.Tensor, yc: torch.Tensor):
     """x-interval (lo, hi) of the horizontal line y = yc inside the capsule of radius r around the
-    chord of e (the rows of _Chords.ends); lo > hi where they miss. Along the chord p(t) = a + t d,
-    x(t) +- sqrt(r^2 - (y(t) - yc)^2) is concave (convex) in t: its extreme over the t where the
-    disk reaches the line is the unconstrained one, t* (where the disk's edge is parallel to d),
-    clamped."""
-    ax, ay, dx, dy, sdx, inv_dy = e[0], e[1], e[4], e[5], e[9], e[10]
+    chord of e (rows ax, ay, dx, dy, sdx, inv_dy of _Chords.ends); lo > hi where they miss. Along
+    the chord p(t) = a + t d, x(t) +- sqrt(r^2 - (y(t) - yc)^2) is concave (convex) in t: its
+    extreme over the t where the disk reaches the line is the unconstrained one, t* (where the
+    disk's edge is parallel to d), clamped."""
+    ax, ay, dx, dy, sdx, inv_dy = e
     ey = yc - ay
     f0 = (ey - r) * inv_dy
     f1 = (ey + r) * inv_dy
@@ -385,8 +372,8 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
     ns = ch.half_w.shape[0]
     with torch.no_grad():
         # -- (chord, row) pairs: every row the chord's outer capsule reaches in the band
-        ylo = torch.minimum(e[1], e[3])
-        yhi = torch.maximum(e[1], e[3])
+        ylo = torch.minimum(e[1], e[8])
+        yhi = torch.maximum(e[1], e[8])
         r0 = torch.ceil((ylo - ch.reach - 0.5).clamp(y0 - 1, y1)).long().clamp_min(y0)
         r1 = torch.floor((yhi + ch.reach - 0.5).clamp(y0 - 1, y1)).long().clamp_max(y1 - 1)
         nrow = (r1 - r0 + 1).clamp_min(0)
@@ -395,7 +382,7 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
             return None
         prow = r0.index_select(0, pch) + torch.arange(pch.shape[0], device=dev) - (
             torch.cumsum(nrow, 0) - nrow).index_select(0, pch)
-        ep = e.index_select(1, pch)
+        ep = e[(0, 1, 2, 3, 9, 10), :].index_select(1, pch)
         yc = prow.to(dt) + 0.5
         o0, o1 = _columns(*_capsule_spans(ep, ch.reach.index_select(0, pch), yc), width)
         # inner spans only where the stroke is wide enough to have pixels entirely inside
@@ -410,7 +397,8 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
             i1 = i1.index_put((wide,), w1)
         has_in = i0 <= i1
         live = o0 <= o1
-        pch, prow, o0, o1, i0, i1, has_in = (x[live] for x in (pch, prow, o0, o1, i0, i1, has_in))
+        live = live.nonzero().squeeze(1)
+        pch, prow, o0, o1, i0, i1, has_in = (x.index_select(0, live) for x in (pch, prow, o0, o1, i0, i1, has_in))
         if pch.numel() == 0:
             return None
         pshape = ch.cshape.index_select(0, pch)
@@ -453,14 +441,30 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
 
         # -- the rim: each chord's outer span minus its inner span, pixels inside another chord's
         # inner capsule dropped; per pixel the nearest chord wins (key = distance bits, chord)
-        na = torch.where(has_in, torch.minimum(o1, i0 - 1), o1) - o0 + 1
-        sb = torch.where(has_in, torch.maximum(o0, i1 + 1), o1 + 1)
-        na = na.clamp_min(0)
-        nb = (o1 - sb + 1).clamp_min(0)
+        a1 = torch.where(has_in, torch.minimum(o1, i0 - 1), o1)  # left part: o0..a1
+        sb = torch.where(has_in, torch.maximum(o0, i1 + 1), o1 + 1)  # right part: sb..o1
+        sa = o0
+        if interior is not None:
+            # a wide stroke's chords are short next to its width: most of each chord's rim span
+            # lies inside its neighbours' inner capsules. Trim the interior off both ends of each
+            # part before enumerating it (the next / previous non-interior slot of each slot).
+            idx = torch.arange(total, device=dev)
+            nxt = torch.where(interior, total, idx).flip(0).cummin(0).values.flip(0)
+            prv = torch.where(interior, -1, idx).cummax(0).values
+            last = total - 1
+            sa = nxt.index_select(0, (pbase + o0).clamp(0, last)) - pbase
+            a1 = prv.index_select(0, (pbase + a1).clamp(0, last)) - pbase
+            b1 = prv.index_select(0, (pbase + o1).clamp(0, last)) - pbase
+            sb = nxt.index_select(0, (pbase + sb).clamp(0, last)) - pbase
+            del idx, nxt, prv
+        else:
+            b1 = o1
+        na = (a1 - sa + 1).clamp_min(0)
+        nb = (b1 - sb + 1).clamp_min(0)
         cnt = na + nb
         q = torch.repeat_interleave(torch.arange(cnt.shape[0], device=dev), cnt)
         k = torch.arange(q.shape[0], device=dev) - (torch.cumsum(cnt, 0) - cnt).index_select(0, q)
-        col = torch.where(k < na.index_select(0, q), o0.index_select(0, q) + k,
+        col = torch.where(k < na.index_select(0, q), sa.index_select(0, q) + k,
                           sb.index_select(0, q) + k - na.index_select(0, q))
         slot = pbase.index_select(0, q) + col
         if interior is not None:
@@ -469,44 +473,50 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
             col = col.index_select(0, keep)
             slot = slot.index_select(0, keep)
         qc = pch.index_select(0, q)
-        eq = e.index_select(1, qc)
+        eq = e[:5].index_select(1, qc)
         qx = col.to(dt) + 0.5 - eq[0]
         qy = prow.index_select(0, q).to(dt) + 0.5 - eq[1]
-        u = ((qx * eq[4] + qy * eq[5]) * eq[6]).clamp(0, 1)
-        rx = qx - u * eq[4]
-        ry = qy - u * eq[5]
+        u = ((qx * eq[2] + qy * eq[3]) * eq[4]).clamp(0, 1)
+        rx = qx - u * eq[2]
+        ry = qy - u * eq[3]
         d2 = rx * rx + ry * ry
         key = (d2.view(torch.int32).long() << 32) | qc
         buf = torch.full((total,), big, device=dev, dtype=torch.long)
         buf.scatter_reduce_(0, slot, key, "amin")
+
+        # each box row: its shape, its row on the canvas, the pixel of its first slot (minus that
+        # slot), and the row of every slot: slots map to pixels by one lookup, no search
+        bh = torch.where(some, by1 - by0 + 1, 0)
+        rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)  # [R]
+        rloc = torch.arange(rshape.shape[0], device=dev) - (torch.cumsum(bh, 0) - bh).index_select(0, rshape)
+        rstart = off.index_select(0, rshape) + rloc * stride.index_select(0, rshape)
+        rowy = by0.index_select(0, rshape) + rloc
+        rpix = rowy * width + bx0.index_select(0, rshape) - rstart
+        slot_row = torch.repeat_interleave(torch.arange(rshape.shape[0], device=dev), stride.index_select(0, rshape),
+                                           output_size=total)  # [total]
 
         # -- winners: the nearest chord of the shape for each rim pixel
         wslot = torch.nonzero(buf != big).squeeze(1)
         wchord = buf.index_select(0, wslot) & 0xFFFFFFFF
         del buf
         wshape = ch.cshape.index_select(0, wchord)
-        si = torch.stack((off, stride, bx0, by0)).index_select(1, wshape)
-        wrow, wcol = _divmod(wslot - si[0], si[1])
-        wpx = si[2] + wcol
-        wpy = si[3] + wrow
+        wrid = slot_row.index_select(0, wslot)
+        wpix = rpix.index_select(0, wrid) + wslot
+        wpy = rowy.index_select(0, wrid)
+        wpx = wpix - wpy * width
         # -- the deep inside: coverage 1
         islot = interior.nonzero().squeeze(1) if interior is not None else wslot[:0]
         del interior, rim
-        # each box row: its first slot, the pixel of that slot, its shape
-        bh = torch.where(some, by1 - by0 + 1, 0)
-        rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)
-        rloc = torch.arange(rshape.shape[0], device=dev) - (torch.cumsum(bh, 0) - bh).index_select(0, rshape)
-        rstart = off.index_select(0, rshape) + rloc * stride.index_select(0, rshape)
-        rpix = (by0.index_select(0, rshape) + rloc) * width + bx0.index_select(0, rshape) - rstart
-        rid = torch.searchsorted(rstart, islot, right=True) - 1
+        rid = slot_row.index_select(0, islot)
         ishape = rshape.index_select(0, rid)
         ipix = rpix.index_select(0, rid) + islot
+        del slot_row
 
         px = wpx.to(dt) + 0.5
         py = wpy.to(dt) + 0.5
-        wt = e.index_select(1, wchord)
-        uu = (((px - wt[0]) * wt[4] + (py - wt[1]) * wt[5]) * wt[6]).clamp(0, 1)
-        t = wt[7] + uu * (wt[8] - wt[7])
+        wt = e[:7].index_select(1, wchord)
+        uu = (((px - wt[0]) * wt[2] + (py - wt[1]) * wt[3]) * wt[4]).clamp(0, 1)
+        t = wt[5] + uu * (wt[6] - wt[5])
         wseg = ch.cseg.index_select(0, wchord)
         cw = cd.index_select(1, wseg)
         # -- Newton steps on the real cubic for the closest point (kept only where they help)
@@ -575,7 +585,7 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
     # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
     # than the canvas has no rim, and its points and width get a zero gradient, not none)
     inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
-    return [(wpy * width + wpx, wshape, cov), (ipix, ishape, inside)]
+    return [(wpix, wshape, cov), (ipix, ishape, inside)]
 
 
 def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
