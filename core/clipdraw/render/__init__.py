@@ -69,6 +69,8 @@ def render(scene: Scene, width: Optional[int] = None, height: Optional[int] = No
     from .native import rasterize
 
     r = rasterize(scene, w, h)
+    if r.dense:  # every pixel, in order
+        return (r.premultiplied + bg * r.transmittance.unsqueeze(1)).reshape(h, w, 3)
     image = bg.expand(h * w, 3)
     if r.pixels.numel():
         image = image.index_put((r.pixels,), r.premultiplied + bg * r.transmittance.unsqueeze(1))
@@ -94,7 +96,10 @@ def render_rgba(scene: Scene, width: Optional[int] = None, height: Optional[int]
         alpha = 1 - r.transmittance
         safe = alpha > 0
         rgb = torch.where(safe.unsqueeze(1), r.premultiplied / torch.where(safe, alpha, 1.0).unsqueeze(1), 0.0)
-        out = out.index_put((r.pixels,), torch.cat((rgb.clamp(0, 1), alpha.unsqueeze(1)), 1))
+        straight = torch.cat((rgb.clamp(0, 1), alpha.unsqueeze(1)), 1)
+        if r.dense:  # every pixel, in order
+            return straight.reshape(h, w, 4)
+        out = out.index_put((r.pixels,), straight)
     elif r.zero is not None:
         out = out + r.zero
     return out.reshape(h, w, 4)

@@ -31,7 +31,9 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    layers the pixel has, rounded up to a power of two), pixel and layer (top first), laid out
    per class in a padded [P, depth] array, and composited with source-over via an exclusive
    cumulative product of (1 - alpha) (no logs or divisions: opaque layers are fine). Without
-   autograd (a plain render), the layers are painted in order onto the band instead: no sort.
+   autograd (a plain render: `score`, PNGs, big canvases) there are no per-pixel entries at all:
+   steps 2 and 3 hand over each shape's coverage over its box in the band, and the boxes are
+   painted in order onto the band's dense colour and transmittance: no sort, no index.
 
 5. Strokes with SVG's butt or square caps, miter or bevel joins, or dashes (the scene's optional
    stroke keys; CLIPDraw's round caps and joins take step 2) become polygons: the path flattened,
@@ -77,6 +79,17 @@ class Raster:
     width: int
     height: int
     zero: Optional[torch.Tensor] = None  # set when nothing is drawn: 0, connected to the inputs
+    dense: bool = False  # pixels are every pixel in order (a plain render, painted band by band)
+
+
+@dataclass
+class _Boxes:
+    """Coverage of each shape over a box of rows of the band, for painting without autograd (no
+    per-pixel entries): shape s covers rows y0[s]..y0[s]+h[s]-1 and columns x0[s]..x0[s]+w[s]-1,
+    its row r at coverage[off[s] + r * stride[s]:][:w[s]]."""
+
+    coverage: torch.Tensor  # float [total]
+    table: torch.Tensor  # long [6, num_shapes]: off, stride, x0, y0, w, h (h = 0: nothing)
 
 
 # ---- scene gathering ----------------------------------------------------------------------
@@ -359,11 +372,11 @@ def _columns(lo: torch.Tensor, hi: torch.Tensor, width: int):
     return c0, c1
 
 
-def _strokes(ch: _Chords, width: int, y0: int, y1: int):
+def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1, once per stroke
     per pixel: two lists (rim, interior), each ordered by shape. Pixels deep inside a stroke get
     coverage 1 straight from its chords' inner capsules; only the antialiased rim looks for its
-    nearest chord and point."""
+    nearest chord and point. dense (no autograd): the coverage of each stroke's box, _Boxes."""
     cd = ch.cd
     dev = cd.device
     dt = cd.dtype
@@ -505,12 +518,15 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
         wpy = rowy.index_select(0, wrid)
         wpx = wpix - wpy * width
         # -- the deep inside: coverage 1
-        islot = interior.nonzero().squeeze(1) if interior is not None else wslot[:0]
-        del interior, rim
-        rid = slot_row.index_select(0, islot)
-        ishape = rshape.index_select(0, rid)
-        ipix = rpix.index_select(0, rid) + islot
-        del slot_row
+        if dense:
+            cover = interior.to(dt) if interior is not None else torch.zeros(total, device=dev, dtype=dt)
+            bw = torch.where(some, bx1 - bx0 + 1, 0)
+        else:
+            islot = interior.nonzero().squeeze(1) if interior is not None else wslot[:0]
+            rid = slot_row.index_select(0, islot)
+            ishape = rshape.index_select(0, rid)
+            ipix = rpix.index_select(0, rid) + islot
+        del interior, rim, slot_row
 
         px = wpx.to(dt) + 0.5
         py = wpy.to(dt) + 0.5
@@ -582,6 +598,8 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int):
     nx = torch.where(flat, 1.0, nx)
     ny = torch.where(flat, 0.0, ny)
     cov = band_coverage(dg, ch.half_w.index_select(0, wshape), nx, ny)
+    if dense:
+        return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
     # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
     # than the canvas has no rim, and its points and width get a zero gradient, not none)
     inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
@@ -618,8 +636,9 @@ def _fill_chords(g: _Gathered):
     return torch.cat(parts_a), torch.cat(parts_b), torch.cat(parts_s)
 
 
-def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, evenodd=None):
-    """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1, ordered by shape."""
+def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, evenodd=None, dense: bool = False):
+    """(flat pixel, shape, coverage) entries of every fill in the rows y0..y1-1, ordered by shape;
+    dense (no autograd): the coverage of each fill's box, _Boxes."""
     a, b, cshape = chords
     dev = a.device
     dt = a.dtype
@@ -720,26 +739,25 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     right = dy * (1 - frac)  # into cell jeff
     spill = dy * frac  # into cell jeff + 1 (and, by the running sum, all cells to its right)
 
+    # running sum along each row of each shape's box (rows lie end to end in the buffer): one
+    # cumsum over the whole buffer, each row's total (the sum of its pieces' dy) taken off at the
+    # start of the next row, so that every row starts from 0. float64 for the running sum where the
+    # device has it (MPS has none): the rows' totals cancel exactly only then.
     with torch.no_grad():
         csh = psh[pp]
-        base = off[csh] + (row[pp] - b0[csh, 1]) * accw[csh] + (jeff - b0[csh, 0])
-    acc = torch.zeros(total, device=dev, dtype=dt)
-    acc = acc.index_add(0, torch.cat((base, base + 1)), torch.cat((right, spill)))
-
-    # running sum along each row of each shape's box (rows lie end to end in the buffer): a
-    # cumsum over the whole buffer, once more after each row's total is taken off at the start of
-    # the next row, so that every row starts from 0
-    with torch.no_grad():
+        brow = row[pp] - b0[csh, 1]  # row of the box
+        base = off[csh] + brow * accw[csh] + (jeff - b0[csh, 0])
+        rid = (torch.cumsum(bh, 0) - bh)[csh] + brow  # row of the buffer
         nrows_total = int(bh.sum())
         rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)
         rloc = torch.arange(nrows_total, device=dev) - (torch.cumsum(bh, 0) - bh)[rshape]
         row_start = off[rshape] + rloc * accw[rshape]  # [R]
         row_end = row_start + accw[rshape]
-    # float64 for the running sum where the device has it (MPS has no float64)
-    acc = acc.to(torch.float32 if dev.type == "mps" else torch.float64)
-    cs = torch.cumsum(acc, 0)
-    total_of_row = cs[row_end - 1] - torch.where(row_start > 0, cs[(row_start - 1).clamp_min(0)], 0.0)
-    wind = torch.cumsum(acc.index_add(0, row_end[:-1], -total_of_row[:-1]), 0).to(dt)
+    fdt = torch.float32 if dev.type == "mps" else torch.float64
+    vals = torch.cat((right, spill)).to(fdt)
+    acc = torch.zeros(total, device=dev, dtype=fdt).index_add(0, torch.cat((base, base + 1)), vals)
+    total_of_row = torch.zeros(nrows_total, device=dev, dtype=fdt).index_add(0, torch.cat((rid, rid)), vals)
+    wind = torch.cumsum(acc.index_add(0, row_start[1:], -total_of_row[:-1]), 0).to(dt)
     with torch.no_grad():
         cov_d = wind.detach().abs()
         cov_d[row_end - 1] = 0  # the spill column
@@ -747,6 +765,10 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         if bool(evenodd.any()):
             eo_slot = evenodd[torch.repeat_interleave(rshape, accw[rshape])]
             cov_d = torch.where(eo_slot, 1 - (1 - torch.remainder(cov_d, 2)).abs(), cov_d)
+        if dense:
+            # rounding leaves ~1e-8 outside the shape: no entry in the sparse path, none here
+            cov_d = torch.where(cov_d > 1e-7, cov_d.clamp(max=1), 0.0)
+            return _Boxes(cov_d, torch.stack((off, accw, b0[:, 0], b0[:, 1], bw, bh)))
         sel = torch.nonzero(cov_d > 1e-7).squeeze(1)
         rid = torch.searchsorted(row_start, sel, right=True) - 1
         sshape = rshape[rid]
@@ -943,9 +965,11 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
         zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
         return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
                       torch.ones(0, device=dev, dtype=dt), width, height, zero)
+    dense = all(len(p) == 4 for p in parts) and sum(p[0].shape[0] for p in parts) == width * height
+    parts = [p[:3] for p in parts]
     if len(parts) == 1:
-        return Raster(*parts[0], width, height)
-    return Raster(*(torch.cat(x) for x in zip(*parts)), width, height)
+        return Raster(*parts[0], width, height, dense=dense)
+    return Raster(*(torch.cat(x) for x in zip(*parts)), width, height, dense=dense)
 
 
 def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width: int, height: int,
@@ -953,6 +977,13 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance."""
     dev = g.points.device
     dt = g.points.dtype
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (g.points, g.widths, g.colours))):
+        # a plain render: each shape's coverage over its box, painted layer by layer
+        boxes = [_strokes(strokes, width, y0, y1, dense=True) if strokes is not None else None,
+                 _fills(fills, g, width, height, y0, y1, dense=True) if fills is not None else None,
+                 _fills(outlines, g, width, height, y0, y1, evenodd=torch.zeros_like(g.evenodd), dense=True)
+                 if outlines is not None else None]
+        return _paint(boxes, g, width, y0, y1)
     parts = []  # (flat pixel, layer, alpha), each ordered by layer
     if strokes is not None:
         st = _strokes(strokes, width, y0, y1)
@@ -971,8 +1002,6 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     parts = [p for p in parts if p[0].shape[0]]
     if not parts:
         return None
-    if not (torch.is_grad_enabled() and any(p[2].requires_grad for p in parts)):
-        return _paint(parts, g, width, y0, y1)
     pix_l, lay_l, alpha_l = zip(*parts)
     pix = torch.cat(pix_l)
     layer = torch.cat(lay_l)
@@ -1020,31 +1049,29 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     return upix, premult, transmittance
 
 
-def _paint(parts, g: _Gathered, width: int, y0: int, y1: int):
+def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
     """_composite without autograd: paint layer after layer, bottom first, onto the band's dense
-    premultiplied colour and transmittance (no sort; each layer's entries are one slice of each
-    part, and within a slice every pixel appears once)."""
+    premultiplied colour and transmittance, each shape's coverage straight from its box (boxes:
+    the _Boxes of the round strokes, the fills and the outlined strokes, or None). No per-pixel
+    entries, no sort: the work is the boxes' area."""
     dev = g.points.device
-    npix = (y1 - y0) * width
-    nl = 2 * g.num_shapes
-    premult = torch.zeros(npix, 3, device=dev, dtype=g.colours.dtype)
-    trans = torch.ones(npix, device=dev, dtype=g.colours.dtype)
-    touched = torch.zeros(npix, device=dev, dtype=torch.bool)
-    starts, ends = [], []
-    for _, layer, _ in parts:
-        end = torch.cumsum(torch.bincount(layer, minlength=nl), 0)
-        starts.append([0] + end[:-1].tolist())
-        ends.append(end.tolist())
-    for lay in range(nl):
-        rgb = g.colours[lay, :3]
-        for (pix, _, alpha), st, en in zip(parts, starts, ends):
-            if en[lay] == st[lay]:
+    dt = g.colours.dtype
+    rows = y1 - y0
+    premult = torch.zeros(rows, width, 3, device=dev, dtype=dt)
+    trans = torch.ones(rows, width, device=dev, dtype=dt)
+    tables = [b.table.tolist() if b is not None else None for b in boxes]
+    stroke_box = [0 if tables[0] is not None and tables[0][5][s] else 2 for s in range(g.num_shapes)]
+    for s in range(g.num_shapes):
+        # the fill (layer 2s), then the stroke (2s + 1): round from _strokes, styled from its outline
+        for src, layer in ((1, 2 * s), (stroke_box[s], 2 * s + 1)):
+            t = tables[src]
+            if t is None or not t[5][s] or not t[4][s]:
                 continue
-            p = pix[st[lay]:en[lay]] - y0 * width
-            a = alpha[st[lay]:en[lay]]
+            off, stride, x0, by, w, h = (col[s] for col in t)
+            a = boxes[src].coverage[off:off + h * stride].view(h, stride)[:, :w] * g.colours[layer, 3]
             keep = 1 - a
-            premult[p] = premult.index_select(0, p) * keep.unsqueeze(1) + a.unsqueeze(1) * rgb
-            trans[p] = trans.index_select(0, p) * keep
-            touched[p] = True
-    upix = touched.nonzero().squeeze(1)
-    return upix + y0 * width, premult.index_select(0, upix), trans.index_select(0, upix)
+            p = premult[by - y0:by - y0 + h, x0:x0 + w]
+            p.mul_(keep.unsqueeze(2)).add_(a.unsqueeze(2) * g.colours[layer, :3])
+            trans[by - y0:by - y0 + h, x0:x0 + w].mul_(keep)
+    pixels = torch.arange(y0 * width, y1 * width, device=dev)
+    return pixels, premult.view(-1, 3), trans.view(-1), "dense"
