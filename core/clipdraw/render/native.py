@@ -19,8 +19,13 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    straight band of the stroke's width at that distance: the pixel square projected on the
    band's normal has a trapezoidal profile, whose orientation is differentiated too. Distance to
    the union of the shape's curves gives round joins and caps (where the straight-band model
-   overestimates a little: about 0.15 px^2 per cap of a 2 px stroke). The work is proportional
-   to the pixels each stroke covers plus its rows, however wide it is.
+   overestimates a little: about 0.15 px^2 per cap of a 2 px stroke). Where another part of the
+   same stroke reaches the pixel too (a hairpin's other arm, an X, the inside of a sharp corner),
+   the nearest chord that is a separate local minimum (projection strictly inside it or at a
+   cap, not the winner's neighbour along a smooth run of segments) is refined the same way, and
+   the pixel takes the union of both bands: c1 + c2 minus the exact area of the pixel inside both
+   (the square clipped by the bands' four half-planes, Green's theorem, analytic gradient). The
+   work is proportional to the pixels each stroke covers plus its rows, however wide it is.
 3. Fills: exact signed area of the flattened outline inside every pixel, by the accumulation
    method of font rasterizers (each chord adds, per row strip and pixel cell it crosses, the
    area to its right in that cell; a running sum along the row gives the integral of the
@@ -65,6 +70,8 @@ NEWTON_STEPS = 2
 HALF_DIAGONAL = 0.7072  # the farthest a pixel's area reaches from its centre along any normal
 BAND_PIXELS = 1 << 18  # pixels per band of rows rendered at once (bounds memory on big canvases)
 INNER_MIN = 1.0  # narrower inner capsules hold too few pixel centres to be worth finding
+SECOND_PART = True  # rim pixels that two separate parts of one stroke reach get their union
+SMOOTH_JOIN = 10.0  # degrees: segments whose tangents meet within this are one part of a stroke
 
 _BIG = 1e9
 
@@ -100,6 +107,8 @@ class _Gathered:
     points: torch.Tensor  # float [Np, 2], scaled to the output size, autograd-connected
     stroke_ctrl: torch.Tensor  # long [Ss, 4]: point indices of the segments of stroked shapes
     stroke_seg_shape: torch.Tensor  # long [Ss]
+    stroke_seg_sub: torch.Tensor  # long [Ss]: subpath of each stroked segment
+    stroke_seg_end: torch.Tensor  # long [Ss]: 1 if its start ends an open subpath, + 2 if its end does
     fill_ctrl: torch.Tensor  # long [Sf, 4]: the same for filled shapes
     fill_seg_shape: torch.Tensor  # long [Sf]
     close_pairs: torch.Tensor  # long [C, 3]: (last, first, shape) closing chords of open fills
@@ -154,6 +163,9 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     closed_a = np.asarray(closed, dtype=bool)
     bases = np.cumsum(sizes_a) - sizes_a
     ctrl, sub = _segment_table(sizes_a, closed_a, bases)
+    # the segments that start or end an open subpath (where a stroke has a cap)
+    new_sub = np.diff(sub, prepend=-1, append=len(sizes_a)) != 0 if len(sub) else np.zeros(1, dtype=bool)
+    seg_end = ((new_sub[:-1] * 1 + new_sub[1:] * 2) * ~closed_a[sub]) if len(sub) else np.zeros(0, dtype=np.int64)
     seg_shape = np.asarray(sub_shape, dtype=np.int64)[sub]
     stroked_a = np.asarray(stroked, dtype=bool)
     filled_a = np.asarray(filled, dtype=bool)
@@ -181,6 +193,7 @@ def _gather(scene: Scene, width: int, height: int, device, dtype) -> _Gathered:
     return _Gathered(
         points=points,
         stroke_ctrl=t(ctrl[s_sel]).reshape(-1, 4), stroke_seg_shape=t(seg_shape[s_sel]),
+        stroke_seg_sub=t(sub[s_sel]), stroke_seg_end=t(seg_end[s_sel]),
         fill_ctrl=t(ctrl[f_sel]).reshape(-1, 4), fill_seg_shape=t(seg_shape[f_sel]),
         close_pairs=t(close_pairs).reshape(-1, 3),
         widths=widths_t, colours=colours,
@@ -303,6 +316,11 @@ class _Chords:
     # (rows in the order of use: the rim's candidates read the first 5, its winners the first 7)
     reach: torch.Tensor  # float [N]: a pixel centre farther than this from the chord is not covered
     inner: torch.Tensor  # float [N]: a pixel centre nearer than this is covered entirely (<= 0: none)
+    cap: torch.Tensor  # float [N]: 1 for the chords that end an open subpath (a cap), else 0
+    pos: torch.Tensor  # long [N]: chords numbered along smooth runs of segments (see _stroke_chords)
+    seg_sub: torch.Tensor  # long [S]: subpath of each segment
+    seg_end: torch.Tensor  # long [S]: 1 if the segment starts an open subpath, + 2 if it ends one
+
 
 
 def _stroke_chords(g: _Gathered) -> _Chords:
@@ -339,8 +357,25 @@ def _stroke_chords(g: _Gathered) -> _Chords:
         level = dy.abs() < 1e-9
         sdx = torch.where(level | (dy > 0), dx, -dx) * inv_ll.sqrt()
         inv_dy = 1 / torch.where(level, 1e-9, dy)
+        cend = g.stroke_seg_end.index_select(0, cseg)
+        cap = (((k == 0) & (cend & 1 > 0)) | ((k == nf - 1) & (cend & 2 > 0))).to(dt)
+        # runs of segments joined smoothly (tangents within SMOOTH_JOIN): chords are numbered along
+        # them, with a gap of 2 at a corner or a new subpath, so that the neighbours of a chord
+        # along the curve (across a smooth join too) are those 1 apart
+        p0, p1, p2, p3 = cd[0:2], cd[2:4], cd[4:6], cd[6:8]
+        d0, d1, d2 = p1 - p0, p2 - p0, p3 - p0
+        tin = torch.where(d0.abs().sum(0) > 0, d0, torch.where(d1.abs().sum(0) > 0, d1, d2))  # [2, S]
+        e0, e1 = p3 - p2, p3 - p1
+        tout = torch.where(e0.abs().sum(0) > 0, e0, torch.where(e1.abs().sum(0) > 0, e1, d2))
+        a, b = tout[:, :-1], tin[:, 1:]
+        cos = (a * b).sum(0) * torch.rsqrt(((a * a).sum(0) * (b * b).sum(0)).clamp_min(1e-30))
+        sub = g.stroke_seg_sub
+        smooth = (cos > math.cos(math.radians(SMOOTH_JOIN))) & (sub[1:] == sub[:-1])
+        run = torch.cumsum(torch.cat((torch.ones(1, device=dev, dtype=torch.long), (~smooth).long())), 0)
+        pos = torch.arange(cseg.shape[0], device=dev) + 2 * run.index_select(0, cseg)
     return _Chords(ctrl_t, cd, half_w, cseg, cshape,
-                   torch.stack((ax, ay, dx, dy, inv_ll, t0, t1, bx, by, sdx, inv_dy)), reach, inner)
+                   torch.stack((ax, ay, dx, dy, inv_ll, t0, t1, bx, by, sdx, inv_dy)), reach, inner,
+                   cap, pos, g.stroke_seg_sub, g.stroke_seg_end)
 
 
 def _capsule_spans(e: torch.Tensor, r: torch.Tensor, yc: torch.Tensor):
@@ -511,12 +546,33 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
         # -- winners: the nearest chord of the shape for each rim pixel
         wslot = torch.nonzero(buf != big).squeeze(1)
         wchord = buf.index_select(0, wslot) & 0xFFFFFFFF
-        del buf
         wshape = ch.cshape.index_select(0, wchord)
         wrid = slot_row.index_select(0, wslot)
         wpix = rpix.index_select(0, wrid) + wslot
         wpy = rowy.index_select(0, wrid)
         wpx = wpix - wpy * width
+        px = wpx.to(dt) + 0.5
+        py = wpy.to(dt) + 0.5
+        # -- second parts: where another part of the same stroke also reaches the pixel (a hairpin's
+        # other arm, the other stroke of an X, the other side of a sharp corner), the nearest
+        # chord among those whose projection is a local minimum of the distance to the polyline
+        # (strictly inside the chord, or on a chord with a cap), other than the winner and its
+        # neighbours along a smooth run of segments (the polyline's corners between them are not
+        # separate parts). Arithmetic and nonzero rather than comparisons: those cost more here.
+        second = None
+        if SECOND_PART:
+            cand = torch.nonzero(u * (1 - u) + ch.cap.index_select(0, qc)).squeeze(1)
+            # each candidate's winner: buf now holds the winners' indices
+            buf.index_put_((wslot,), torch.arange(wslot.shape[0], device=dev))
+            wi = buf.index_select(0, slot.index_select(0, cand))
+            apart = ch.pos.index_select(0, qc.index_select(0, cand)) - ch.pos.index_select(0, wchord.index_select(0, wi))
+            far = torch.nonzero(apart.abs_().sub_(1).clamp_min_(0)).squeeze(1)
+            if far.numel():
+                b2 = torch.full(wslot.shape, big, device=dev, dtype=torch.long)
+                b2.scatter_reduce_(0, wi.index_select(0, far), key.index_select(0, cand.index_select(0, far)), "amin")
+                sw = torch.nonzero(b2 != big).squeeze(1)  # winners with a second candidate
+                second = (sw, b2.index_select(0, sw) & 0xFFFFFFFF)
+        del buf
         # -- the deep inside: coverage 1
         if dense:
             cover = interior.to(dt) if interior is not None else torch.zeros(total, device=dev, dtype=dt)
@@ -528,52 +584,123 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             ipix = rpix.index_select(0, rid) + islot
         del interior, rim, slot_row
 
-        px = wpx.to(dt) + 0.5
-        py = wpy.to(dt) + 0.5
-        wt = e[:7].index_select(1, wchord)
-        uu = (((px - wt[0]) * wt[2] + (py - wt[1]) * wt[3]) * wt[4]).clamp(0, 1)
-        t = wt[5] + uu * (wt[6] - wt[5])
-        wseg = ch.cseg.index_select(0, wchord)
-        cw = cd.index_select(1, wseg)
-        # -- Newton steps on the real cubic for the closest point (kept only where they help)
-        qx_, qy_ = _bez_cols(cw, t)
-        best = (qx_ - px).square() + (qy_ - py).square()
-        for _ in range(NEWTON_STEPS):
-            fx, fy, sx, sy = _bez_cols_d(cw, t)
-            rx_, ry_ = qx_ - px, qy_ - py
-            f1 = rx_ * fx + ry_ * fy
-            f2 = fx * fx + fy * fy + rx_ * sx + ry_ * sy
-            ok = f2 > 1e-9
-            tn = (t - f1 / torch.where(ok, f2, 1.0)).clamp(0, 1)
-            nx_, ny_ = _bez_cols(cw, tn)
-            dn = (nx_ - px).square() + (ny_ - py).square()
-            better = ok & (dn < best)
-            t = torch.where(better, tn, t)
-            qx_ = torch.where(better, nx_, qx_)
-            qy_ = torch.where(better, ny_, qy_)
-            best = torch.where(better, dn, best)
-        # -- where the nearest point is inside the curve (the pixel square to it) the band's normal
-        # is the curve's; at an end or a corner (a cap, a round join, a dot) it points from there
-        # to the pixel
+        # -- the closest point on the curve, for the winners and the second candidates at once
+        nw = wchord.shape[0]
+        if second is not None:
+            sw, c2 = second
+            px2 = px.index_select(0, sw)
+            py2 = py.index_select(0, sw)
+            near = _closest(ch, torch.cat((wchord, c2)), torch.cat((px, px2)), torch.cat((py, py2)))
+            # keep the second part where it really is one: its point a local minimum on the curve
+            # (inside its segment or at a cap: not stopped at a join, the winner's own valley or a
+            # smooth continuation of it), another point than the winner's, and its band reaching
+            # into the pixel. (A candidate that Newton left short of its valley's bottom only
+            # underestimates its own band: the band is placed as if the pixel were on its normal.)
+            seg2, t2, d2_ = (x[nw:] for x in near[:3])
+            end2 = ch.seg_end.index_select(0, seg2)
+            local = ((t2 > 0) & (t2 < 1)) | ((t2 <= 0) & (end2 & 1 > 0)) | ((t2 >= 1) & (end2 & 2 > 0))
+            reach2 = ch.half_w.detach().index_select(0, ch.cshape.index_select(0, c2)) + HALF_DIAGONAL
+            apart = (near[-2].index_select(0, sw) - near[-2][nw:]).square() + (
+                near[-1].index_select(0, sw) - near[-1][nw:]).square()
+            keep = torch.nonzero(local & (apart > 1e-6) & (d2_ < reach2.square())).squeeze(1)
+            if keep.numel() == 0:
+                second = None
+            px = torch.cat((px, px2))
+            py = torch.cat((py, py2))
+            wshape = torch.cat((wshape, wshape.index_select(0, sw)))
+        else:
+            near = _closest(ch, wchord, px, py)
+
+    dg, nx, ny = _band(ch, near, px, py)
+    hw = ch.half_w.index_select(0, wshape)
+    cov = band_coverage(dg, hw, nx, ny)
+    if second is not None:
+        # the union of the two parts inside the pixel: c1 + c2 - area(pixel, band 1, band 2); where
+        # one covers the pixel or the other misses it, simply the larger
+        i1 = sw.index_select(0, keep)
+        i2 = keep + nw
+        c1 = cov.index_select(0, i1)
+        c2 = cov.index_select(0, i2)
+        union = torch.maximum(c1, c2)
+        with torch.no_grad():
+            part = torch.nonzero((c1 < 1) & (c2 > 0) & (c2 < 1)).squeeze(1)
+        if part.numel():
+            j1 = i1.index_select(0, part)
+            j2 = i2.index_select(0, part)
+            s = dg * near[3]  # the centre's offset along the band's normal
+            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s.index_select(0, j1),
+                                 nx.index_select(0, j2), ny.index_select(0, j2), s.index_select(0, j2),
+                                 hw.index_select(0, j1))
+            union = union.index_put((part,), (c1.index_select(0, part) + c2.index_select(0, part) - both).clamp(0, 1))
+        cov = cov[:nw].index_put((i1,), union)
+    else:
+        cov = cov[:nw]
+    wshape = wshape[:nw]
+    if dense:
+        return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
+    # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
+    # than the canvas has no rim, and its points and width get a zero gradient, not none)
+    inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
+    return [(wpix, wshape, cov), (ipix, ishape, inside)]
+
+
+def _closest(ch: _Chords, chord: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+    """Closest point on the real cubic to the pixel centres (px, py) [M], from their chords' own
+    closest points, without autograd: (segment, t, squared distance, sign of the centre along the
+    band's normal, what _band needs, and the point)."""
+    cd = ch.cd
+    wt = ch.ends[:7].index_select(1, chord)
+    uu = (((px - wt[0]) * wt[2] + (py - wt[1]) * wt[3]) * wt[4]).clamp(0, 1)
+    t = wt[5] + uu * (wt[6] - wt[5])
+    wseg = ch.cseg.index_select(0, chord)
+    cw = cd.index_select(1, wseg)
+    # -- Newton steps on the real cubic for the closest point (kept only where they help)
+    qx_, qy_ = _bez_cols(cw, t)
+    best = (qx_ - px).square() + (qy_ - py).square()
+    for _ in range(NEWTON_STEPS):
         fx, fy, sx, sy = _bez_cols_d(cw, t)
         rx_, ry_ = qx_ - px, qy_ - py
-        tl2 = fx * fx + fy * fy
-        dist = best.sqrt()
-        along = (rx_ * fx + ry_ * fy).abs()
-        at_end = (t <= 0) | (t >= 1)
-        radial = (tl2 <= 1e-18) | (at_end & (along > 1e-3 * dist * tl2.sqrt()))
-        radial = radial & (dist > 1e-3)
-        f2 = tl2 + rx_ * sx + ry_ * sy
-        inner = ~radial & (t > 0) & (t < 1) & (f2 > 1e-9)
-        inv_f2 = torch.where(inner, 1 / torch.where(inner, f2, 1.0), 0.0)
-        # Bernstein weights of B and B' at t, for the autograd pass below
-        mt = 1 - t
-        wb = (mt * mt * mt, 3 * mt * mt * t, 3 * mt * t * t, t * t * t)
-        wd = (-3 * mt * mt, 3 * mt * (1 - 3 * t), 3 * t * (2 - 3 * t), 3 * t * t)
+        f1 = rx_ * fx + ry_ * fy
+        f2 = fx * fx + fy * fy + rx_ * sx + ry_ * sy
+        ok = f2 > 1e-9
+        tn = (t - f1 / torch.where(ok, f2, 1.0)).clamp(0, 1)
+        nx_, ny_ = _bez_cols(cw, tn)
+        dn = (nx_ - px).square() + (ny_ - py).square()
+        better = ok & (dn < best)
+        t = torch.where(better, tn, t)
+        qx_ = torch.where(better, nx_, qx_)
+        qy_ = torch.where(better, ny_, qy_)
+        best = torch.where(better, dn, best)
+    # -- where the nearest point is inside the curve (the pixel square to it) the band's normal
+    # is the curve's; at an end or a corner (a cap, a round join, a dot) it points from there
+    # to the pixel
+    fx, fy, sx, sy = _bez_cols_d(cw, t)
+    rx_, ry_ = qx_ - px, qy_ - py
+    tl2 = fx * fx + fy * fy
+    dist = best.sqrt()
+    along = (rx_ * fx + ry_ * fy).abs()
+    at_end = (t <= 0) | (t >= 1)
+    radial = (tl2 <= 1e-18) | (at_end & (along > 1e-3 * dist * tl2.sqrt()))
+    radial = radial & (dist > 1e-3)
+    f2 = tl2 + rx_ * sx + ry_ * sy
+    inner = ~radial & (t > 0) & (t < 1) & (f2 > 1e-9)
+    inv_f2 = torch.where(inner, 1 / torch.where(inner, f2, 1.0), 0.0)
+    # the centre's side of the curve along the normal (-fy, fx) (radial normals point to it)
+    side = torch.where(radial | (ry_ * fx - rx_ * fy <= 0), 1.0, -1.0)
+    return wseg, t, best, side, fx, fy, sx, sy, radial, inv_f2, tl2, qx_, qy_
 
-    # -- with autograd, for the winners only. The closest parameter t* moves with the curve:
-    # implicit differentiation of f'(t) = (B(t) - p) . B'(t) = 0 gives dt* = -df' / f''. `dt` is
-    # that (value 0, gradient dt*); to first order B(t* + dt) = B(t) + B'(t) dt, likewise B'.
+
+def _band(ch: _Chords, near, px: torch.Tensor, py: torch.Tensor):
+    """With autograd: the distance from the pixel centres to their closest points (from _closest)
+    and the band's unit normal there (nx, ny), each [M]."""
+    wseg, t, _, _, fx, fy, sx, sy, radial, inv_f2, tl2, _, _ = near
+    # Bernstein weights of B and B' at t
+    mt = 1 - t
+    wb = (mt * mt * mt, 3 * mt * mt * t, 3 * mt * t * t, t * t * t)
+    wd = (-3 * mt * mt, 3 * mt * (1 - 3 * t), 3 * t * (2 - 3 * t), 3 * t * t)
+    # The closest parameter t* moves with the curve: implicit differentiation of
+    # f'(t) = (B(t) - p) . B'(t) = 0 gives dt* = -df' / f''. `dt` is that (value 0, gradient dt*);
+    # to first order B(t* + dt) = B(t) + B'(t) dt, likewise B'.
     cg = ch.ctrl_t.index_select(1, wseg)
     qx = wb[0] * cg[0] + wb[1] * cg[2] + wb[2] * cg[4] + wb[3] * cg[6]
     qy = wb[0] * cg[1] + wb[1] * cg[3] + wb[2] * cg[5] + wb[3] * cg[7]
@@ -597,14 +724,79 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     flat = ~radial & (tl2 <= 1e-18)
     nx = torch.where(flat, 1.0, nx)
     ny = torch.where(flat, 0.0, ny)
-    cov = band_coverage(dg, ch.half_w.index_select(0, wshape), nx, ny)
-    if dense:
-        return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
-    # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
-    # than the canvas has no rim, and its points and width get a zero gradient, not none)
-    inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
-    return [(wpix, wshape, cov), (ipix, ishape, inside)]
+    return dg, nx, ny
 
+
+def _clipped(num, den, hi: float):
+    """Liang-Barsky: the parameter interval (t0, t1) of lines o + t d, t in [0, hi] (|d| = 1),
+    inside the half-planes a . v <= c (|a| = 1) given as num = c - a . o and den = a . d
+    ([C, L, M]: C half-planes, L lines); empty where t1 <= t0. Arithmetic only (no comparisons:
+    they cost more than the rest here): a parallel line (den = 0) gets 1 / 1e-30, so it is cut
+    entirely where num < 0 and not at all where num >= 0."""
+    inv = 1 / (den + 1e-30)
+    back = inv.clamp_max(0)  # 1 / den where it enters the half-plane (den < 0), else 0
+    t0 = (num.clamp_max(0) * back).amax(0)  # max(0, num / den) over the entering half-planes
+    # the leaving ones bound t1 by num / den; the others by 4 / |den| >= 4 (inactive: |den| <= 1)
+    t1 = (num * inv.clamp_min(0) - 4 * back).amin(0).clamp_max(hi)
+    return t0, t1
+
+
+def _band_overlap(n1x, n1y, s1, n2x, n2y, s2, hw):
+    """Area of the unit pixel inside both bands |s - s_i| < hw, s the offset along the unit normal
+    (n_ix, n_iy) from the pixel centre, whose own offset is s_i [M].
+
+    By Green's theorem the area of a convex region is half the sum over its edges of
+    cross(start, end); its edges are the parts of the pixel's 4 sides and of the bands' 4 lines
+    inside all the other half-planes (Liang-Barsky clipping: fixed-size arrays, no sorting). A
+    pixel side gives 1/4 of its clipped length; a band line a . v = c, directed with the region
+    on its left, c / 2 times its own. Where two of these edges coincide (an axis-aligned band's
+    edge on the pixel's side, two identical bands), a 1e-6 shift of the half-planes keeps one:
+    outwards, or inwards where another edge facing the same way counts instead (the pixel's side
+    rather than a band line, band 1's line rather than band 2's). The gradient is analytic:
+    moving a half-plane a . v <= c changes the area by the integral over its edge of the edge's
+    motion, so d area / dc is the edge's length and d area / da is minus its length times its
+    midpoint."""
+    dev = s1.device
+    # the bands' half-planes a . v <= c (pixel-centred coordinates) [4, M], with autograd
+    ag = torch.stack((n1x, -n1x, n2x, -n2x, n1y, -n1y, n2y, -n2y))
+    cg = torch.stack((hw - s1, hw + s1, hw - s2, hw + s2))
+    with torch.no_grad():
+        a = ag.detach()
+        ax, ay = a[:4], a[4:]
+        c = cg.detach()
+        # the pixel's sides, counter-clockwise from (-1/2, -1/2), directions (1, 0), (0, 1), (-1, 0),
+        # (0, -1): den = a . direction, num = c - a . corner [4 bands, 4 sides, M]
+        p = 0.5 * (ax + ay)
+        q = 0.5 * (ax - ay)
+        den = torch.stack((ax, ay, -ax, -ay), 1)
+        num = (c + 1e-6).unsqueeze(1) + torch.stack((p, -q, -p, q), 1)
+        t0, t1 = _clipped(num, den, 1.0)
+        sides = (t1 - t0).clamp_min(0).sum(0)  # [M]
+        # the band lines, directed d = (-a_y, a_x), from a c - d (t in [0, 2] covers the pixel),
+        # inside the pixel's half-planes (x <= 1/2, -x <= 1/2, y <= 1/2, -y <= 1/2) and the other
+        # band's two: [6, 4 lines, M]
+        ox = ax * c + ay
+        oy = ay * c - ax
+        other = torch.tensor([2, 2, 0, 0, 3, 3, 1, 1], device=dev)
+        bx = ax.index_select(0, other).view(2, 4, -1)  # the other band's normals, per line
+        by = ay.index_select(0, other).view(2, 4, -1)
+        bc = c.index_select(0, other).view(2, 4, -1)
+        dot = bx * ax + by * ay  # +-1 where parallel: facing the same way or not
+        den = torch.cat((torch.stack((-ay, ay, ax, -ax)), bx * -ay + by * ax), 0)
+        num = torch.cat((torch.stack((0.5 - ox, 0.5 + ox, 0.5 - oy, 0.5 + oy)), bc - (bx * ox + by * oy)), 0)
+        # the shift: +1e-6, or -1e-6 on an edge that another, facing the same way, takes over
+        same = torch.cat((torch.stack((ax, -ax, ay, -ay)), dot * torch.tensor(
+            [0.0, 0.0, 1.0, 1.0], device=dev, dtype=dot.dtype).view(4, 1)), 0).clamp_min(0)
+        t0, t1 = _clipped(num + 1e-6 - 2e-6 * same, den, 2.0)
+        length = (t1 - t0).clamp_min(0)  # [4, M]
+        mid = 0.5 * (t0 + t1) - 1
+        mx = ax * c - ay * mid  # the midpoints of the band lines' edges
+        my = ay * c + ax * mid
+        area = (0.25 * sides + 0.5 * (c * length).sum(0)).clamp(0, 1)
+    # value `area`, gradient the edges' motion (see above)
+    da = ag - a
+    motion = (cg - c) - mx * da[:4] - my * da[4:]
+    return area + (length * motion).sum(0)
 
 def _clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
     """x limited to the pixel span [lo, hi), with the one-sided derivative of that convention
