@@ -1216,25 +1216,29 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     a = alpha.index_select(0, order)
     rgb = g.colours[:, :3].index_select(0, layer.index_select(0, order))
     contrib_parts, trans_parts, pixel_parts = [], [], []
-    start = 0
-    for c, n in enumerate(per_class):
+    # split, not sliced: a slice's backward fills a zero gradient of the whole tensor per class
+    for c, (ca, crgb, cpix) in enumerate(zip(a.split(per_class), rgb.split(per_class), spix.split(per_class))):
+        n = ca.shape[0]
         if n == 0:
+            continue
+        if c == 0:  # pixels with one layer
+            contrib_parts.append(ca.unsqueeze(1) * crgb)
+            trans_parts.append(1 - ca)
+            pixel_parts.append(cpix)
             continue
         depth = 1 << c
         with torch.no_grad():
-            cpix, counts = torch.unique_consecutive(spix[start:start + n], return_counts=True)  # [m] pixels
+            cpix, counts = torch.unique_consecutive(cpix, return_counts=True)  # [m] pixels
             m = cpix.shape[0]
             grp = torch.repeat_interleave(torch.arange(m, device=dev), counts)
             flat = grp * depth + torch.arange(n, device=dev) - (torch.cumsum(counts, 0) - counts).index_select(0, grp)
-        ca = a[start:start + n]
         padded = torch.ones(m * depth, device=dev, dtype=dt).index_put((flat,), 1 - ca)
         trans = torch.cumprod(padded.view(m, depth), 1)  # [m, depth]
         excl = torch.cat((torch.ones(m, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
-        contrib = (ca * excl).unsqueeze(1) * rgb[start:start + n]
+        contrib = (ca * excl).unsqueeze(1) * crgb
         contrib_parts.append(torch.zeros(m, 3, device=dev, dtype=dt).index_add(0, grp, contrib))
         trans_parts.append(trans[:, -1])
         pixel_parts.append(cpix)
-        start += n
     upix = torch.cat(pixel_parts)
     premult = torch.cat(contrib_parts)
     transmittance = torch.cat(trans_parts)
