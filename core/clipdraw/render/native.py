@@ -1210,7 +1210,7 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         key = (depth_class.index_select(0, local) * npix + local) * nl + (nl - 1 - layer)
         if nclass * npix * nl < 2**31:  # int32 sorts faster
             key = key.int()
-        order = torch.argsort(key)
+        order = torch.argsort(key, stable=True)  # keys are unique; the stable sort is a faster one (radix)
         spix = pix.index_select(0, order)
         per_class = torch.bincount(depth_class.index_select(0, local), minlength=nclass).tolist()
     a = alpha.index_select(0, order)
@@ -1253,8 +1253,9 @@ def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
     dev = g.points.device
     dt = g.colours.dtype
     rows = y1 - y0
-    premult = torch.zeros(rows, width, 3, device=dev, dtype=dt)
+    premult = torch.zeros(3, rows, width, device=dev, dtype=dt)
     trans = torch.ones(rows, width, device=dev, dtype=dt)
+    zero = torch.zeros((), device=dev, dtype=dt)
     tables = [b.table.tolist() if b is not None else None for b in boxes]
     stroke_box = [0 if tables[0] is not None and tables[0][5][s] else 2 for s in range(g.num_shapes)]
     for s in range(g.num_shapes):
@@ -1265,9 +1266,9 @@ def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
                 continue
             off, stride, x0, by, w, h = (col[s] for col in t)
             a = boxes[src].coverage[off:off + h * stride].view(h, stride)[:, :w] * g.colours[layer, 3]
-            keep = 1 - a
-            p = premult[by - y0:by - y0 + h, x0:x0 + w]
-            p.mul_(keep.unsqueeze(2)).add_(a.unsqueeze(2) * g.colours[layer, :3])
-            trans[by - y0:by - y0 + h, x0:x0 + w].mul_(keep)
+            # source-over: colour * (1 - a) + a * rgb, transmittance * (1 - a), each one pass
+            for c in range(3):
+                premult[c, by - y0:by - y0 + h, x0:x0 + w].lerp_(g.colours[layer, c], a)
+            trans[by - y0:by - y0 + h, x0:x0 + w].lerp_(zero, a)
     pixels = torch.arange(y0 * width, y1 * width, device=dev)
-    return pixels, premult.view(-1, 3), trans.view(-1), "dense"
+    return pixels, premult.view(3, -1).t(), trans.view(-1), "dense"
