@@ -101,3 +101,28 @@ def test_geometry_derivatives_at_least_as_good_as_diffvg():
         theirs.append(_cosine(dv, fd))
     assert np.mean(ours) >= np.mean(theirs), (
         f"geometry cosine averaged over scenes {np.mean(ours):.4f} < diffvg's {np.mean(theirs):.4f}")
+
+
+def fidelity_table() -> str:
+    """README's fidelity table: per scene, mean |image - truth| and the cosine of each parameter
+    class's derivatives with finite differences, ours / diffvg's."""
+    lines = ["| scene | mean abs | geometry | width | colour |", "|---|---|---|---|---|"]
+    for name in SCENES:
+        truth = np.load(REFERENCE / f"{name}.truth.npy")
+        diffvg = np.load(REFERENCE / f"{name}.diffvg.npy")
+        with torch.no_grad():
+            image = render(_scene(name)).numpy()
+        cells = [f"{np.abs(image - truth).mean():.5f} / {np.abs(diffvg - truth).mean():.5f}"]
+        cols = _derivatives(name)
+        for cls in ("geometry", "width", "colour"):
+            if cls in cols:
+                ours, fd, dv = cols[cls]
+                cells.append(f"{_cosine(ours, fd):.4f} / {_cosine(dv, fd):.4f}")
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python tests/test_render_reference.py: print the table
+    print(fidelity_table())
