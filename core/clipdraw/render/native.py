@@ -584,32 +584,31 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             ipix = rpix.index_select(0, rid) + islot
         del interior, rim, slot_row
 
-        # -- the closest point on the curve, for the winners and the second candidates at once
-        nw = wchord.shape[0]
+        # -- the closest point on the curve, for the winners and the second candidates
+        near = _closest(ch, wchord, px, py)
         if second is not None:
             sw, c2 = second
             px2 = px.index_select(0, sw)
             py2 = py.index_select(0, sw)
-            near = _closest(ch, torch.cat((wchord, c2)), torch.cat((px, px2)), torch.cat((py, py2)))
+            near2 = _closest(ch, c2, px2, py2)
             # keep the second part where it really is one: its point a local minimum on the curve
             # (inside its segment or at a cap: not stopped at a join, the winner's own valley or a
             # smooth continuation of it), another point than the winner's, and its band reaching
             # into the pixel. (A candidate that Newton left short of its valley's bottom only
             # underestimates its own band: the band is placed as if the pixel were on its normal.)
-            seg2, t2, d2_ = (x[nw:] for x in near[:3])
+            seg2, t2, d2_ = near2[:3]
             end2 = ch.seg_end.index_select(0, seg2)
             local = ((t2 > 0) & (t2 < 1)) | ((t2 <= 0) & (end2 & 1 > 0)) | ((t2 >= 1) & (end2 & 2 > 0))
             reach2 = ch.half_w.detach().index_select(0, ch.cshape.index_select(0, c2)) + HALF_DIAGONAL
-            apart = (near[-2].index_select(0, sw) - near[-2][nw:]).square() + (
-                near[-1].index_select(0, sw) - near[-1][nw:]).square()
+            apart = (near[-2].index_select(0, sw) - near2[-2]).square() + (near[-1].index_select(0, sw) - near2[-1]).square()
             keep = torch.nonzero(local & (apart > 1e-6) & (d2_ < reach2.square())).squeeze(1)
             if keep.numel() == 0:
                 second = None
-            px = torch.cat((px, px2))
-            py = torch.cat((py, py2))
-            wshape = torch.cat((wshape, wshape.index_select(0, sw)))
-        else:
-            near = _closest(ch, wchord, px, py)
+            else:
+                sw = sw.index_select(0, keep)
+                near2 = tuple(x.index_select(0, keep) for x in near2)
+                px2 = px2.index_select(0, keep)
+                py2 = py2.index_select(0, keep)
 
     dg, nx, ny = _band(ch, near, px, py)
     hw = ch.half_w.index_select(0, wshape)
@@ -617,25 +616,22 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     if second is not None:
         # the union of the two parts inside the pixel: c1 + c2 - area(pixel, band 1, band 2); where
         # one covers the pixel or the other misses it, simply the larger
-        i1 = sw.index_select(0, keep)
-        i2 = keep + nw
-        c1 = cov.index_select(0, i1)
-        c2 = cov.index_select(0, i2)
+        dg2, nx2, ny2 = _band(ch, near2, px2, py2)
+        hw2 = hw.index_select(0, sw)
+        c1 = cov.index_select(0, sw)
+        c2 = band_coverage(dg2, hw2, nx2, ny2)
         union = torch.maximum(c1, c2)
         with torch.no_grad():
             part = torch.nonzero((c1 < 1) & (c2 > 0) & (c2 < 1)).squeeze(1)
         if part.numel():
-            j1 = i1.index_select(0, part)
-            j2 = i2.index_select(0, part)
-            s = dg * near[3]  # the centre's offset along the band's normal
-            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s.index_select(0, j1),
-                                 nx.index_select(0, j2), ny.index_select(0, j2), s.index_select(0, j2),
-                                 hw.index_select(0, j1))
+            j1 = sw.index_select(0, part)
+            # the centres' offsets along the bands' normals
+            s1 = dg.index_select(0, j1) * near[3].index_select(0, j1)
+            s2 = (dg2 * near2[3]).index_select(0, part)
+            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s1,
+                                 nx2.index_select(0, part), ny2.index_select(0, part), s2, hw2.index_select(0, part))
             union = union.index_put((part,), (c1.index_select(0, part) + c2.index_select(0, part) - both).clamp(0, 1))
-        cov = cov[:nw].index_put((i1,), union)
-    else:
-        cov = cov[:nw]
-    wshape = wshape[:nw]
+        cov = cov.index_put((sw,), union)
     if dense:
         return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
     # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
