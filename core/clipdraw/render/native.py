@@ -584,31 +584,34 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             ipix = rpix.index_select(0, rid) + islot
         del interior, rim, slot_row
 
-        # -- the closest point on the curve, for the winners and the second candidates
-        near = _closest(ch, wchord, px, py)
+        # -- the closest point on the curve, for the winners and the second candidates at once
+        nw = wchord.shape[0]
         if second is not None:
             sw, c2 = second
-            px2 = px.index_select(0, sw)
-            py2 = py.index_select(0, sw)
-            near2 = _closest(ch, c2, px2, py2)
+            px = torch.cat((px, px.index_select(0, sw)))
+            py = torch.cat((py, py.index_select(0, sw)))
+            wshape = torch.cat((wshape, wshape.index_select(0, sw)))
+            near = _closest(ch, torch.cat((wchord, c2)), px, py)
             # keep the second part where it really is one: its point a local minimum on the curve
             # (inside its segment or at a cap: not stopped at a join, the winner's own valley or a
-            # smooth continuation of it), another point than the winner's, and its band reaching
-            # into the pixel. (A candidate that Newton left short of its valley's bottom only
-            # underestimates its own band: the band is placed as if the pixel were on its normal.)
-            seg2, t2, d2_ = near2[:3]
+            # smooth continuation of it), another point than the winner's, and where it matters:
+            # the winner's band does not cover the pixel and its own reaches it. (A candidate that
+            # Newton left short of its valley's bottom only underestimates its own band: the band
+            # is placed as if the pixel were on its normal.)
+            i2 = torch.arange(nw, nw + sw.shape[0], device=dev)
+            seg2, t2 = near[0].index_select(0, i2), near[1].index_select(0, i2)
             end2 = ch.seg_end.index_select(0, seg2)
             local = ((t2 > 0) & (t2 < 1)) | ((t2 <= 0) & (end2 & 1 > 0)) | ((t2 >= 1) & (end2 & 2 > 0))
-            reach2 = ch.half_w.detach().index_select(0, ch.cshape.index_select(0, c2)) + HALF_DIAGONAL
-            apart = (near[-2].index_select(0, sw) - near2[-2]).square() + (near[-1].index_select(0, sw) - near2[-1]).square()
-            keep = torch.nonzero(local & (apart > 1e-6) & (d2_ < reach2.square())).squeeze(1)
+            dist, h = _reach(near, px, py)
+            hw_sw = ch.half_w.detach().index_select(0, wshape.index_select(0, i2))
+            apart = (near[-2].index_select(0, sw) - near[-2].index_select(0, i2)).square() + (
+                near[-1].index_select(0, sw) - near[-1].index_select(0, i2)).square()
+            keep = torch.nonzero(local & (apart > 1e-6) & ((dist + h).index_select(0, sw) > hw_sw)
+                                 & ((dist - h).index_select(0, i2) < hw_sw)).squeeze(1)
             if keep.numel() == 0:
                 second = None
-            else:
-                sw = sw.index_select(0, keep)
-                near2 = tuple(x.index_select(0, keep) for x in near2)
-                px2 = px2.index_select(0, keep)
-                py2 = py2.index_select(0, keep)
+        else:
+            near = _closest(ch, wchord, px, py)
 
     dg, nx, ny = _band(ch, near, px, py)
     hw = ch.half_w.index_select(0, wshape)
@@ -616,22 +619,25 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     if second is not None:
         # the union of the two parts inside the pixel: c1 + c2 - area(pixel, band 1, band 2); where
         # one covers the pixel or the other misses it, simply the larger
-        dg2, nx2, ny2 = _band(ch, near2, px2, py2)
-        hw2 = hw.index_select(0, sw)
-        c1 = cov.index_select(0, sw)
-        c2 = band_coverage(dg2, hw2, nx2, ny2)
+        i1 = sw.index_select(0, keep)
+        i2 = keep + nw
+        c1 = cov.index_select(0, i1)
+        c2 = cov.index_select(0, i2)
         union = torch.maximum(c1, c2)
         with torch.no_grad():
             part = torch.nonzero((c1 < 1) & (c2 > 0) & (c2 < 1)).squeeze(1)
         if part.numel():
-            j1 = sw.index_select(0, part)
-            # the centres' offsets along the bands' normals
-            s1 = dg.index_select(0, j1) * near[3].index_select(0, j1)
-            s2 = (dg2 * near2[3]).index_select(0, part)
-            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s1,
-                                 nx2.index_select(0, part), ny2.index_select(0, part), s2, hw2.index_select(0, part))
+            j1 = i1.index_select(0, part)
+            j2 = i2.index_select(0, part)
+            s = dg * near[3]  # the centres' offsets along the bands' normals
+            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s.index_select(0, j1),
+                                 nx.index_select(0, j2), ny.index_select(0, j2), s.index_select(0, j2),
+                                 hw.index_select(0, j1))
             union = union.index_put((part,), (c1.index_select(0, part) + c2.index_select(0, part) - both).clamp(0, 1))
-        cov = cov.index_put((sw,), union)
+        cov = cov[:nw].index_put((i1,), union)
+    else:
+        cov = cov[:nw]
+    wshape = wshape[:nw]
     if dense:
         return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
     # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
@@ -686,6 +692,17 @@ def _closest(ch: _Chords, chord: torch.Tensor, px: torch.Tensor, py: torch.Tenso
     return wseg, t, best, side, fx, fy, sx, sy, radial, inv_f2, tl2, qx_, qy_
 
 
+def _reach(near, px: torch.Tensor, py: torch.Tensor):
+    """Without autograd, from _closest: the distance from the pixel centres to their closest points,
+    and the half extent of the pixel along the band's normal there (the band covers the pixel
+    where distance + extent <= half width, and misses it where distance - extent >= half width)."""
+    _, _, best, _, fx, fy, _, _, radial, _, _, qx, qy = near
+    nx = torch.where(radial, px - qx, fy)
+    ny = torch.where(radial, py - qy, fx)
+    h = 0.5 * (nx.abs() + ny.abs()) * torch.rsqrt((nx * nx + ny * ny).clamp_min(1e-30))
+    return best.sqrt(), h
+
+
 def _band(ch: _Chords, near, px: torch.Tensor, py: torch.Tensor):
     """With autograd: the distance from the pixel centres to their closest points (from _closest)
     and the band's unit normal there (nx, ny), each [M]."""
@@ -697,7 +714,9 @@ def _band(ch: _Chords, near, px: torch.Tensor, py: torch.Tensor):
     # The closest parameter t* moves with the curve: implicit differentiation of
     # f'(t) = (B(t) - p) . B'(t) = 0 gives dt* = -df' / f''. `dt` is that (value 0, gradient dt*);
     # to first order B(t* + dt) = B(t) + B'(t) dt, likewise B'.
-    cg = ch.ctrl_t.index_select(1, wseg)
+    # (the rows unbound at once: indexing them one by one would make the backward pass fill a
+    # whole [8, M] gradient per use)
+    cg = ch.ctrl_t.index_select(1, wseg).unbind(0)
     qx = wb[0] * cg[0] + wb[1] * cg[2] + wb[2] * cg[4] + wb[3] * cg[6]
     qy = wb[0] * cg[1] + wb[1] * cg[3] + wb[2] * cg[5] + wb[3] * cg[7]
     gx = wd[0] * cg[0] + wd[1] * cg[2] + wd[2] * cg[4] + wd[3] * cg[6]
