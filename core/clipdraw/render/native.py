@@ -602,12 +602,13 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             seg2, t2 = near[0].index_select(0, i2), near[1].index_select(0, i2)
             end2 = ch.seg_end.index_select(0, seg2)
             local = ((t2 > 0) & (t2 < 1)) | ((t2 <= 0) & (end2 & 1 > 0)) | ((t2 >= 1) & (end2 & 2 > 0))
-            dist, h = _reach(near, px, py)
+            both = torch.cat((sw, i2))
+            ns2 = sw.shape[0]
+            dist, h, qx2, qy2 = _reach(near, px, py, both)
             hw_sw = ch.half_w.detach().index_select(0, wshape.index_select(0, i2))
-            apart = (near[-2].index_select(0, sw) - near[-2].index_select(0, i2)).square() + (
-                near[-1].index_select(0, sw) - near[-1].index_select(0, i2)).square()
-            keep = torch.nonzero(local & (apart > 1e-6) & ((dist + h).index_select(0, sw) > hw_sw)
-                                 & ((dist - h).index_select(0, i2) < hw_sw)).squeeze(1)
+            apart = (qx2[:ns2] - qx2[ns2:]).square() + (qy2[:ns2] - qy2[ns2:]).square()
+            keep = torch.nonzero(local & (apart > 1e-6) & (dist[:ns2] + h[:ns2] > hw_sw)
+                                 & (dist[ns2:] - h[ns2:] < hw_sw)).squeeze(1)
             if keep.numel() == 0:
                 second = None
         else:
@@ -692,15 +693,17 @@ def _closest(ch: _Chords, chord: torch.Tensor, px: torch.Tensor, py: torch.Tenso
     return wseg, t, best, side, fx, fy, sx, sy, radial, inv_f2, tl2, qx_, qy_
 
 
-def _reach(near, px: torch.Tensor, py: torch.Tensor):
-    """Without autograd, from _closest: the distance from the pixel centres to their closest points,
-    and the half extent of the pixel along the band's normal there (the band covers the pixel
-    where distance + extent <= half width, and misses it where distance - extent >= half width)."""
-    _, _, best, _, fx, fy, _, _, radial, _, _, qx, qy = near
+def _reach(near, px: torch.Tensor, py: torch.Tensor, idx: torch.Tensor):
+    """Without autograd, from _closest, at the entries idx: the distance from the pixel centre to its
+    closest point, the half extent of the pixel along the band's normal there (the band covers
+    the pixel where distance + extent <= half width, and misses it where distance - extent >=
+    half width), and the point."""
+    best, fx, fy, radial, qx, qy, px, py = (x.index_select(0, idx) for x in (
+        near[2], near[4], near[5], near[8], near[11], near[12], px, py))
     nx = torch.where(radial, px - qx, fy)
     ny = torch.where(radial, py - qy, fx)
     h = 0.5 * (nx.abs() + ny.abs()) * torch.rsqrt((nx * nx + ny * ny).clamp_min(1e-30))
-    return best.sqrt(), h
+    return best.sqrt(), h, qx, qy
 
 
 def _band(ch: _Chords, near, px: torch.Tensor, py: torch.Tensor):
