@@ -26,12 +26,20 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    the pixel takes the union of both bands: c1 + c2 minus the exact area of the pixel inside both
    (the square clipped by the bands' four half-planes, Green's theorem, analytic gradient). The
    work is proportional to the pixels each stroke covers plus its rows, however wide it is.
-3. Fills: exact signed area of the flattened outline inside every pixel, by the accumulation
-   method of font rasterizers (each chord adds, per row strip and pixel cell it crosses, the
-   area to its right in that cell; a running sum along the row gives the integral of the
-   winding number over each pixel). Fully differentiable; nonzero = min(|w|, 1), evenodd = a
-   triangle wave of |w|. Open subpaths are closed implicitly. A point exactly on a pixel edge
-   belongs to the pixel after it, and its derivative is taken one-sidedly to match.
+3. Fills: exact area of the flattened outline's {w != 0} (nonzero) or {w odd} (evenodd) inside
+   every pixel, by the accumulation method of font rasterizers (each chord adds, per row strip
+   and pixel cell it crosses, the area to its right in that cell; a running sum along the row
+   gives the integral of the winding number w over each pixel). That integral is the area only
+   where w takes one nonzero value in the strip: the common cases, a strip holding two pieces
+   of opposite directions that do not cross, or sides (chains of pieces) apart in x alternating
+   in direction, are left so. Every other strip of a shape
+   (overlaps, opposite turns sharing an edge, self-crossings, several subpaths) is cut at the
+   heights where its pieces start, end or cross (crossings computed with autograd); in each
+   sub-strip the pieces, ordered by x, get the weight [rule(w right of it)] - [rule(w left of
+   it)] in {-1, 0, 1} (horizontal chords likewise, split where pieces cross them), so that the
+   running sum integrates the rule itself. Fully differentiable (exact almost everywhere).
+   Open subpaths are closed implicitly. A point exactly on a pixel edge belongs to the pixel
+   after it, and its derivative is taken one-sidedly to match (in a cut strip, from above).
 4. Compositing: all (pixel, layer, alpha, colour) entries are sorted by depth class (how many
    layers the pixel has, rounded up to a power of two), pixel and layer (top first), laid out
    per class in a padded [P, depth] array, and composited with source-over via an exclusive
@@ -909,15 +917,41 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     dyc = by_ - ay_
     with torch.no_grad():
         steep = dyc.abs() > 1e-12
-    slope = (bx_ - ax_) / torch.where(steep, dyc, 1.0)
-    xs = torch.where(steep, ax_ + (ys - ay_) * slope, ax_)
-    xe = torch.where(steep, ax_ + (ye - ay_) * slope, bx_)
+        down = dyc > 0
+    # x along the chord from its top end, so that a chord and its reverse (an outline drawn back
+    # over itself) give the same floats, compared in _exact_pieces
+    tx, ty = torch.where(down, ax_, bx_), torch.where(down, ay_, by_)
+    bot_x, bot_y = torch.where(down, bx_, ax_), torch.where(down, by_, ay_)
+    slope = (bot_x - tx) / torch.where(steep, bot_y - ty, 1.0)
+    with torch.no_grad():
+        # the chord's bottom end inside the strip: exactly that end (the next chord's start); on
+        # the strip's bottom it belongs to the next strip (_clip), and x there follows the chord
+        s_end = (ys == bot_y) & (bot_y < rowf + 1)
+        e_end = (ye == bot_y) & (bot_y < rowf + 1)
+    xs = torch.where(steep & ~s_end, tx + (ys - ty) * slope, torch.where(steep, bot_x, ax_))
+    xe = torch.where(steep & ~e_end, tx + (ye - ty) * slope, torch.where(steep, bot_x, bx_))
+
+    with torch.no_grad():
+        psh = cshape[pch]
+        rowbase = torch.cumsum(bh, 0) - bh
+        grp = rowbase[psh] + row - b0[psh, 1]  # the (shape, row) strip of each piece [Pc]
+        evenodd = g.evenodd if evenodd is None else evenodd
+    # rows where the winding number takes more than one nonzero value: effective pieces there
+        xbox = torch.stack((b0[psh, 0], b0[psh, 0] + bw[psh]), 1).to(dt)
+    exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], int(bh.sum()), xbox)
+    wgt = None
+    if exact is not None:
+        keep, (xs2, ys2, xe2, ye2, wgt2, sel2) = exact
+        xs, ys, xe, ye = (torch.cat((t[keep], t2)) for t, t2 in ((xs, xs2), (ys, ys2), (xe, xe2), (ye, ye2)))
+        with torch.no_grad():
+            wgt = torch.cat((torch.ones(keep.shape[0], device=dev, dtype=dt), wgt2))
+            psh = torch.cat((psh[keep], psh[sel2]))
+            row = torch.cat((row[keep], row[sel2]))
 
     # ... and of that piece inside each pixel cell [col, col + 1] it crosses. Cell X0 - 1 stands
     # for everything left of the box (all of it lies left of every pixel: its whole cover goes
     # to the first column); what lies right of the box is dropped.
     with torch.no_grad():
-        psh = cshape[pch]
         X0 = b0[psh, 0]
         X1 = X0 + bw[psh] - 1
         xs_d, xe_d = xs.detach(), xe.detach()
@@ -944,7 +978,7 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     xb = _clip(ex_, lo_x, hi_x)
     ya = torch.where(vertical, sy_, sy_ + (xa - sx_) * k)
     yb = torch.where(vertical, ey_, sy_ + (xb - sx_) * k)
-    dy = yb - ya
+    dy = yb - ya if wgt is None else (yb - ya) * wgt[pp]
     frac = torch.where(left, 0.0, 0.5 * (xa + xb) - jf)  # in [0, 1]
     right = dy * (1 - frac)  # into cell jeff
     spill = dy * frac  # into cell jeff + 1 (and, by the running sum, all cells to its right)
@@ -971,10 +1005,6 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     with torch.no_grad():
         cov_d = wind.detach().abs()
         cov_d[row_end - 1] = 0  # the spill column
-        evenodd = g.evenodd if evenodd is None else evenodd
-        if bool(evenodd.any()):
-            eo_slot = evenodd[torch.repeat_interleave(rshape, accw[rshape])]
-            cov_d = torch.where(eo_slot, 1 - (1 - torch.remainder(cov_d, 2)).abs(), cov_d)
         if dense:
             # rounding leaves ~1e-8 outside the shape: no entry in the sparse path, none here
             cov_d = torch.where(cov_d > 1e-7, cov_d.clamp(max=1), 0.0)
@@ -983,10 +1013,320 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         rid = torch.searchsorted(row_start, sel, right=True) - 1
         sshape = rshape[rid]
         pix = (b0[sshape, 1] + rloc[rid]) * width + b0[sshape, 0] + sel - row_start[rid]
-        e = evenodd[sshape]
-    w = wind[sel].abs()
-    cov = torch.where(e, 1 - (1 - torch.remainder(w, 2)).abs(), w.clamp(max=1))
+    # every strip's winding is 0 and one sign s, or the pieces there were made effective: |wind|
+    # is the area where the rule holds (clamped: rounding)
+    cov = wind[sel].abs().clamp(max=1)
     return pix, sshape, cov
+
+
+def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbox):
+    """Effective pieces for the strips (shape, row) whose winding number takes more than one
+    nonzero value (overlaps, opposite turns, self-intersections), so that the accumulation
+    integrates [w != 0] (nonzero) or [w odd] (evenodd) there instead of w.
+
+    Pieces [Pc]: from (xs, ys) to (xe, ye) inside the row strip (autograd), slope dx/dy of their
+    chord, steep (their chord is not horizontal), grp their strip (< nstrips), rowf its top, eo
+    their shape's rule, xbox [Pc, 2] the x range of their shape's box. None when no strip needs it; else (keep, (xs, ys, xe, ye, weight, src)):
+    the indices of the pieces kept as they are, and the new pieces (downward, each to be counted
+    weight in {-1, 1} times) with the index of the piece each comes from.
+
+    A strip needs nothing when it holds no piece of positive height, or exactly two of opposite
+    directions that do not cross (a closed outline crosses every line of the strip an even
+    number of times: two pieces span the same heights), or chains of pieces apart in x (_chains):
+    the common cases, left untouched.
+    Elsewhere the strip is cut at every height where one of its pieces starts or ends or two
+    cross, a horizontal chord included (the crossing's height from both, autograd: it moves the
+    cut). Inside each sub-strip no two pieces cross, so their order by x at mid height is their
+    order at every height; the winding number right of a piece is the running sum of the
+    directions, and the piece's weight is [rule(after)] - [rule(before)]. A sub-piece's bounds
+    are its own cuts where they are (its ends, its crossings: several cuts of one height, e.g.
+    the two ends of a horizontal edge, move differently), else the level's; cuts on the strip's
+    top or bottom are the constant bound, and pieces of zero height are dropped: at such
+    degenerate positions the derivative is the one-sided one from above."""
+    dev = xs.device
+    P = xs.shape[0]
+    with torch.no_grad():
+        ysd, yed = ys.detach(), ye.detach()
+        down = yed > ysd
+        lo = torch.where(down, ysd, yed)
+        hi = torch.where(down, yed, ysd)
+        active = steep & (hi > lo)
+        d = torch.where(down, 1, -1)
+        ga = grp[active]
+        ia = torch.nonzero(active).squeeze(1)
+        cnt = torch.bincount(ga, minlength=nstrips)
+        first = torch.full((nstrips,), P, device=dev, dtype=torch.long).scatter_reduce(0, ga, ia, "amin")
+        last = torch.full((nstrips,), -1, device=dev, dtype=torch.long).scatter_reduce(0, ga, ia, "amax")
+        f, l = first.clamp(max=max(P - 1, 0)), last.clamp(min=0)
+        xsd, xed = xs.detach(), xe.detach()
+        xtop = torch.where(down, xsd, xed)
+        xbot = torch.where(down, xed, xsd)
+        plain = (cnt == 2) & (d[f] != d[l]) & (lo[f] == lo[l]) & (hi[f] == hi[l]) & \
+            ((xtop[f] - xtop[l]) * (xbot[f] - xbot[l]) >= 0)
+        split = (cnt > 2) | ((cnt > 0) & ~plain)  # [nstrips]
+        if bool(split.any()):
+            split = split & ~_chains(xsd[ia], xed[ia], lo[ia], hi[ia], d[ia], ga, nstrips, xbox[ia])
+        if not bool(split.any()):
+            return None
+        in_split = split[grp]
+        keep = torch.nonzero(~in_split).squeeze(1)
+        # the pieces of positive height in the strips to cut, and their horizontal chords (they
+        # cut the pieces they cross), grouped by strip
+        flat = ~steep & (xsd != xed)
+        cp = torch.nonzero(in_split & (active | flat)).squeeze(1)
+        cp = cp[torch.argsort(grp[cp], stable=True)]
+        cg = grp[cp]
+        m = cp.shape[0]
+        _, n_g = torch.unique_consecutive(cg, return_counts=True)
+        gl = torch.repeat_interleave(torch.arange(n_g.shape[0], device=dev), n_g)  # local strip [m]
+        st = torch.cumsum(n_g, 0) - n_g
+        # every pair (i < j) of pieces of one strip
+        npair = st[gl] + n_g[gl] - 1 - torch.arange(m, device=dev)
+        pi = torch.repeat_interleave(torch.arange(m, device=dev), npair)
+        pj = pi + 1 + torch.arange(pi.shape[0], device=dev) - (torch.cumsum(npair, 0) - npair)[pi]
+        lo_c, hi_c, d_c, act_c = lo[cp], hi[cp], d[cp], active[cp]
+        xlo_c = torch.minimum(xsd[cp], xed[cp])
+        xhi_c = torch.maximum(xsd[cp], xed[cp])
+    x0c, y0c, kc = xs[cp], ys[cp], slope[cp]
+    down_c = down[cp]
+    lo_a = torch.where(down_c, y0c, ye[cp])  # autograd ends of the pieces
+    hi_a = torch.where(down_c, ye[cp], y0c)
+
+    def x_at(i, y):  # x of piece i (indices into the cut pieces) at height y
+        return x0c[i] + (y - y0c[i]) * kc[i]
+
+    with torch.no_grad():
+        xtop_c, xbot_c = xtop[cp], xbot[cp]
+
+    def x_at_d(i, y):  # the same, no autograd, exact at the piece's ends (shared with others)
+        return torch.where(y == lo_c[i], xtop_c[i], torch.where(y == hi_c[i], xbot_c[i], x_at(i, y).detach()))
+
+    with torch.no_grad():
+        has_flat = not bool(act_c.all())
+        both = act_c[pi] & act_c[pj]
+        # two pieces: a sign change of their distance over their common heights
+        L = torch.maximum(lo_c[pi], lo_c[pj])
+        H = torch.minimum(hi_c[pi], hi_c[pj])
+        fL = x_at_d(pi, L) - x_at_d(pj, L)
+        fH = x_at_d(pi, H) - x_at_d(pj, H)
+        cross = both & (L < H) & (fL * fH < 0)
+        c2 = torch.nonzero(cross).squeeze(1)
+        qi, qj = pi[c2], pj[c2]
+        li = lo_c[qi] >= lo_c[qj]
+        hi_i = hi_c[qi] <= hi_c[qj]
+    La = torch.where(li, lo_a[qi], lo_a[qj])
+    Ha = torch.where(hi_i, hi_a[qi], hi_a[qj])
+    fLa = x_at(qi, La) - x_at(qj, La)
+    fHa = x_at(qi, Ha) - x_at(qj, Ha)
+    with torch.no_grad():  # the signs differ (fL, fH): never 0, unless rounding disagrees
+        den_d = (fL - fH)[c2]
+        den_ok = (fLa - fHa).detach() * den_d > 0
+    tc = fLa / torch.where(den_ok, fLa - fHa, den_d)
+    ycross = La + (Ha - La) * torch.where(den_ok, tc, (fL / (fL - fH))[c2]).clamp(0, 1)
+    if has_flat:
+        pa, yflat, flat_parts = _flat_crossings(pi, pj, act_c, lo_c, hi_c, d_c, xlo_c, xhi_c, x_at, x_at_d, x0c, y0c,
+                                                xe[cp], ye[cp], eo[cp])
+    else:
+        pa, yflat, flat_parts = qi[:0], ycross[:0], None
+
+    # the cuts of each strip, sorted: distinct heights are its levels
+    cut = torch.cat((lo_a, hi_a, ycross, yflat))
+    with torch.no_grad():
+        ar = torch.arange(m, device=dev)
+        cut_g = torch.cat((gl, gl, gl[qi], gl[pa]))
+        cd = cut.detach()
+        o = torch.argsort(cd, stable=True)
+        o = o[torch.argsort(cut_g[o], stable=True)]
+        sv, sg = cd[o], cut_g[o]
+        new = torch.ones_like(sg, dtype=torch.bool)
+        new[1:] = (sg[1:] != sg[:-1]) | (sv[1:] > sv[:-1])
+        lev_sorted = torch.cumsum(new.long(), 0) - 1
+        lev = torch.empty_like(lev_sorted)
+        lev[o] = lev_sorted  # level of each cut
+        lev_lo, lev_hi = lev[:m], lev[m:2 * m]
+        top = rowf[cp][st][sg[new]]  # [levels] top of each level's strip
+        # the cuts each piece owns: its ends, its crossings, by (level, piece)
+        nc = qi.shape[0]
+        own_cut = torch.cat((ar, m + ar, 2 * m + torch.arange(nc, device=dev).repeat(2),
+                             2 * m + nc + torch.arange(pa.shape[0], device=dev)))
+        own_piece = torch.cat((ar, ar, qi, qj, pa))
+        own_key = lev[own_cut] * m + own_piece
+        ko = torch.argsort(own_key)
+        own_key, own_cut = own_key[ko], own_cut[ko]
+
+        # one sub-piece per (piece, level it spans)
+        nsub = torch.where(act_c, lev_hi - lev_lo, 0)
+        sp = torch.repeat_interleave(ar, nsub)
+        lv = lev_lo[sp] + torch.arange(sp.shape[0], device=dev) - (torch.cumsum(nsub, 0) - nsub)[sp]
+
+        def own(level):  # [sub-pieces]: the piece's own cut at that level, or -1
+            q = level * m + sp
+            at = torch.searchsorted(own_key, q).clamp(max=max(own_key.shape[0] - 1, 0))
+            return torch.where(own_key[at] == q, own_cut[at], -1)
+
+        c0, c1_ = own(lv), own(lv + 1)
+        rep = o[new]  # one cut of each level
+        b0, b1 = torch.where(c0 >= 0, c0, rep[lv]), torch.where(c1_ >= 0, c1_, rep[lv + 1])
+        t0, t1 = top[lv], top[lv]
+    y0, y1 = cut[b0], cut[b1]
+    # the strip's bounds: constant
+    y0 = torch.where(y0.detach() <= t0, t0, torch.where(y0.detach() >= t0 + 1, t0 + 1, y0))
+    y1 = torch.where(y1.detach() <= t1, t1, torch.where(y1.detach() >= t1 + 1, t1 + 1, y1))
+    x0, x1 = x_at(sp, y0), x_at(sp, y1)
+    with torch.no_grad():
+        xm = 0.5 * (x0 + x1)
+        o = torch.argsort(xm, stable=True)
+        o = o[torch.argsort(lv[o], stable=True)]  # by sub-strip, then x
+        ds = d_c[sp[o]]
+        cum = torch.cumsum(ds, 0)
+        lvo = lv[o]
+        start = torch.ones_like(lvo, dtype=torch.bool)
+        start[1:] = lvo[1:] != lvo[:-1]
+        base = (cum - ds)[start]  # running sum before each sub-strip
+        after = cum - torch.repeat_interleave(base, torch.bincount(torch.cumsum(start.long(), 0) - 1))
+        before = after - ds
+        e = eo[cp[sp[o]]]
+        rule = lambda w: torch.where(e, torch.remainder(w, 2) != 0, w != 0).long()  # noqa: E731
+        weight = rule(after) - rule(before)
+        nz = weight != 0
+        take = o[nz]
+        wt = weight[nz].to(xs.dtype)
+    if flat_parts is None:
+        return keep, (x0[take], y0[take], x1[take], y1[take], wt, cp[sp[take]])
+    fx0, fy0, fx1, fy1, fw, fsrc = flat_parts
+    return keep, (torch.cat((x0[take], fx0)), torch.cat((y0[take], fy0)), torch.cat((x1[take], fx1)),
+                  torch.cat((y1[take], fy1)), torch.cat((wt, fw)), cp[torch.cat((sp[take], fsrc))])
+
+
+def _flat_crossings(pi, pj, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, yb, eo):
+    """The horizontal chords among the cut pieces (act false) against the pieces (act true) of
+    their strip, over the pairs (pi, pj): the pieces crossing a chord, the crossings' heights
+    (cuts of those pieces, autograd: on the chord, its ends' heights interpolated, equal but
+    moving differently), and the chords as weighted pieces (_flat_segments)."""
+    dev = pi.device
+    with torch.no_grad():
+        # a piece and a horizontal chord: the chord's height inside the piece's, the piece's x
+        # there inside the chord's
+        hz_j = act[pi] & ~act[pj]
+        pa = torch.where(hz_j, pi, pj)  # the piece
+        ph = torch.where(hz_j, pj, pi)  # the chord
+        yh = lo[ph]
+        xa_h = x_at_d(pa, yh)
+        mixed = act[pi] != act[pj]
+        flat_cross = mixed & (lo[pa] < yh) & (yh < hi[pa]) & (xlo[ph] < xa_h) & (xa_h < xhi[ph])
+        c1 = torch.nonzero(flat_cross).squeeze(1)
+        # a horizontal chord counts, as the pieces' accumulation does, the motion of its ends
+        # (of zero height, its own area is 0): times the change of the rule across it over the
+        # change of w, which changes along it where a piece crosses it. The winding just above and
+        # just below its left end: the pieces reaching there left of it
+        mixed = torch.nonzero(mixed).squeeze(1)
+        ma, mh = pa[mixed], ph[mixed]
+        left_of = xa_h[mixed] <= xlo[mh]
+        ya_m = yh[mixed]
+        dm = d[ma]
+        above = torch.where(left_of & (lo[ma] < ya_m) & (ya_m <= hi[ma]), dm, 0)
+        below = torch.where(left_of & (lo[ma] <= ya_m) & (ya_m < hi[ma]), dm, 0)
+        m = act.shape[0]
+        w_above = torch.zeros(m, device=dev, dtype=torch.long).index_add(0, mh, above)
+        w_below = torch.zeros(m, device=dev, dtype=torch.long).index_add(0, mh, below)
+        pa, ph = pa[c1], ph[c1]
+        xcr = xa_h[c1]
+    # on the chord from (xa, ya) to (xb, yb) where the piece meets it
+    ya_h, yb_h = ya[ph], yb[ph]
+    t = (x_at(pa, ya_h) - xa[ph]) / (xb[ph] - xa[ph])
+    yflat = ya_h + t * (yb_h - ya_h)
+    parts = _flat_segments(ph, xcr, d[pa], w_above, w_below, torch.nonzero(~act).squeeze(1),
+                           xlo, xhi, xa, ya, xb, yb, eo)
+    return pa, yflat, parts
+
+
+def _chains(xs, xe, lo, hi, d, grp, nstrips: int, xbox):
+    """Strips [nstrips] (bool) whose winding number is 0 and one sign everywhere, found cheaply:
+    their pieces (from (xs, lo or hi) to (xe, ...), direction d, strip grp; no autograd) fall
+    into clusters of overlapping or touching x ranges, each cluster a chain of one direction
+    that spans, without overlap, the same heights as every other (a side of the outline with
+    vertices inside the strip), and the clusters, ordered by x, alternate in direction. Then
+    their order is the same at every height, and w alternates between 0 and one sign. x is
+    clamped to a margin around the shape's box (pieces beyond it merge: fewer strips pass)."""
+    dev = xs.device
+    xmin = torch.minimum(xs, xe)
+    xmax = torch.maximum(xs, xe)
+    span = float(xbox[:, 1].max() - xbox[:, 0].min()) + 8 if xs.shape[0] else 8.0
+    # per strip, an offset larger than any clamped x range: one running max serves every strip
+    off = grp.double() * span - xbox[:, 0].double() + 4
+    kmin = off + torch.minimum(torch.maximum(xmin, xbox[:, 0] - 2), xbox[:, 1] + 2).double()
+    kmax = off + torch.minimum(torch.maximum(xmax, xbox[:, 0] - 2), xbox[:, 1] + 2).double()
+    o = torch.argsort(kmin)
+    kmin, kmax, g = kmin[o], kmax[o], grp[o]
+    run = torch.cummax(kmax, 0).values
+    new = torch.ones_like(g, dtype=torch.bool)
+    new[1:] = (kmin[1:] > run[:-1]) | (g[1:] != g[:-1])
+    cl = torch.cumsum(new.long(), 0) - 1  # cluster of each piece (sorted)
+    ncl = int(cl[-1]) + 1 if cl.shape[0] else 0
+    do, lo_o, hi_o = d[o], lo[o], hi[o]
+    dmin = torch.full((ncl,), 2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amin")
+    dmax = torch.full((ncl,), -2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amax")
+    clo = torch.full((ncl,), float("inf"), device=dev, dtype=lo.dtype).scatter_reduce(0, cl, lo_o, "amin")
+    chi = torch.full((ncl,), -float("inf"), device=dev, dtype=lo.dtype).scatter_reduce(0, cl, hi_o, "amax")
+    height = torch.zeros(ncl, device=dev, dtype=lo.dtype).index_add(0, cl, hi_o - lo_o)
+    cg = g[new]  # strip of each cluster (clusters are in strip order)
+    ok = (dmin == dmax) & ((height - (chi - clo)).abs() <= 1e-5 * (chi - clo))  # no overlap, no gap
+    # consecutive clusters of a strip: opposite directions, the same heights
+    same = cg[1:] == cg[:-1]
+    bad_pair = same & ((dmin[1:] == dmin[:-1]) | (clo[1:] != clo[:-1]) | (chi[1:] != chi[:-1]))
+    bad = torch.zeros(nstrips, device=dev, dtype=torch.long)
+    bad.index_add_(0, cg, (~ok).long())
+    bad.index_add_(0, cg[1:], bad_pair.long())
+    return bad == 0
+
+
+def _flat_segments(ph, xcr, dcr, w_above, w_below, flat, xlo, xhi, xa, ya, xb, yb, eo):
+    """The horizontal chords `flat` of the cut strips, split where pieces cross them (chord ph
+    crossed at x = xcr by a piece of direction dcr), as pieces (autograd heights along the chord)
+    weighted by (rule(below) - rule(above)) / (below - above) on each part: (x0, y0, x1, y1,
+    weight, chord). w_above / w_below [chords]: the winding just above / below the chord's left
+    end; xlo, xhi its x range; (xa, ya) -> (xb, yb) the chord."""
+    dev = xcr.device
+    with torch.no_grad():
+        o = torch.argsort(xcr, stable=True)
+        o = o[torch.argsort(ph[o], stable=True)]  # by chord, then x
+        ph, xcr, dcr = ph[o], xcr[o], dcr[o]
+        ncr = torch.bincount(ph, minlength=xlo.shape[0])[flat]  # [F]
+        nseg = ncr + 1
+        seg_start = torch.cumsum(nseg, 0) - nseg
+        total = int(nseg.sum())
+        chord = torch.repeat_interleave(flat, nseg)  # [total]
+        # crossing r of chord f ends segment r and starts r + 1
+        slot = torch.full((xlo.shape[0],), -1, device=dev, dtype=torch.long)
+        slot[flat] = torch.arange(flat.shape[0], device=dev)
+        fpos = slot[ph]
+        rank = torch.arange(ph.shape[0], device=dev) - (torch.cumsum(ncr, 0) - ncr)[fpos]
+        at = seg_start[fpos] + rank
+        left = xlo[flat].repeat_interleave(nseg).clone()
+        right = xhi[flat].repeat_interleave(nseg).clone()
+        left[at + 1] = xcr
+        right[at] = xcr
+        step = torch.zeros(total, device=dev, dtype=torch.long)
+        step[at + 1] = dcr
+        run = torch.cumsum(step, 0)
+        run = run - (run - step)[seg_start].repeat_interleave(nseg)
+        wa, wb = w_above[chord] + run, w_below[chord] + run
+        e = eo[chord]
+        rule = lambda w: torch.where(e, torch.remainder(w, 2) != 0, w != 0).long()  # noqa: E731
+        dw = wb - wa
+        weight = torch.where(dw != 0, (rule(wb) - rule(wa)) / torch.where(dw != 0, dw, 1), 0.0)
+        keep = torch.nonzero(weight != 0).squeeze(1)
+        chord, left, right, weight = chord[keep], left[keep], right[keep], weight[keep]
+        rev = xb[chord].detach() < xa[chord].detach()  # along the chord's direction
+        sx = torch.where(rev, right, left)
+        ex = torch.where(rev, left, right)
+    xa_, ya_, xb_, yb_ = xa[chord], ya[chord], xb[chord], yb[chord]
+    k = (yb_ - ya_) / (xb_ - xa_)
+
+    def y_at(x):
+        return ya_ + (x - xa_) * k
+
+    return sx, y_at(sx), ex, y_at(ex), weight.to(ya.dtype), chord
 
 
 # ---- strokes with SVG's caps, joins and dashes ----------------------------------------------
