@@ -1044,28 +1044,33 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
     top or bottom are the constant bound, and pieces of zero height are dropped: at such
     degenerate positions the derivative is the one-sided one from above."""
     dev = xs.device
-    P = xs.shape[0]
     with torch.no_grad():
         ysd, yed = ys.detach(), ye.detach()
+        xsd, xed = xs.detach(), xe.detach()
         down = yed > ysd
         lo = torch.where(down, ysd, yed)
         hi = torch.where(down, yed, ysd)
-        active = steep & (hi > lo)
-        d = torch.where(down, 1, -1)
-        ga = grp[active]
-        ia = torch.nonzero(active).squeeze(1)
-        cnt = torch.bincount(ga, minlength=nstrips)
-        first = torch.full((nstrips,), P, device=dev, dtype=torch.long).scatter_reduce(0, ga, ia, "amin")
-        last = torch.full((nstrips,), -1, device=dev, dtype=torch.long).scatter_reduce(0, ga, ia, "amax")
-        f, l = first.clamp(max=max(P - 1, 0)), last.clamp(min=0)
-        xsd, xed = xs.detach(), xe.detach()
         xtop = torch.where(down, xsd, xed)
         xbot = torch.where(down, xed, xsd)
-        plain = (cnt == 2) & (d[f] != d[l]) & (lo[f] == lo[l]) & (hi[f] == hi[l]) & \
-            ((xtop[f] - xtop[l]) * (xbot[f] - xbot[l]) >= 0)
-        split = (cnt > 2) | ((cnt > 0) & ~plain)  # [nstrips]
+        active = steep & (hi > lo)
+        d = torch.where(down, 1, -1)
+        ia = torch.nonzero(active).squeeze(1)
+        na = ia.shape[0]
+        if na == 0:
+            return None
+        ga = grp[ia]
+        # the pieces of positive height: lo, hi, x at lo, x at hi, direction, box x range [A, 7]
+        feat = torch.stack((lo, hi, xtop, xbot, d.to(lo.dtype), xbox[:, 0], xbox[:, 1]), 1)[ia]
+        cnt = torch.bincount(ga, minlength=nstrips)
+        ar = torch.arange(na, device=dev)
+        first = torch.full((nstrips,), na, device=dev, dtype=torch.long).scatter_reduce(0, ga, ar, "amin")
+        last = torch.full((nstrips,), -1, device=dev, dtype=torch.long).scatter_reduce(0, ga, ar, "amax")
+        ff, fl = feat[first.clamp(max=max(na - 1, 0))], feat[last.clamp(min=0)]
+        plain = (cnt == 2) & (ff[:, 4] != fl[:, 4]) & (ff[:, 0] == fl[:, 0]) & (ff[:, 1] == fl[:, 1]) & \
+            ((ff[:, 2] - fl[:, 2]) * (ff[:, 3] - fl[:, 3]) >= 0)
+        split = (cnt > 0) & ~plain  # [nstrips]
         if bool(split.any()):
-            split = split & ~_chains(xsd[ia], xed[ia], lo[ia], hi[ia], d[ia], ga, nstrips, xbox[ia])
+            split = split & ~_chains(feat, ga, nstrips)
         if not bool(split.any()):
             return None
         in_split = split[grp]
@@ -1240,22 +1245,25 @@ def _flat_crossings(pi, pj, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, 
     return pa, yflat, parts
 
 
-def _chains(xs, xe, lo, hi, d, grp, nstrips: int, xbox):
+def _chains(feat, grp, nstrips: int):
     """Strips [nstrips] (bool) whose winding number is 0 and one sign everywhere, found cheaply:
-    their pieces (from (xs, lo or hi) to (xe, ...), direction d, strip grp; no autograd) fall
-    into clusters of overlapping or touching x ranges, each cluster a chain of one direction
-    that spans, without overlap, the same heights as every other (a side of the outline with
-    vertices inside the strip), and the clusters, ordered by x, alternate in direction. Then
-    their order is the same at every height, and w alternates between 0 and one sign. x is
-    clamped to a margin around the shape's box (pieces beyond it merge: fewer strips pass)."""
-    dev = xs.device
-    xmin = torch.minimum(xs, xe)
-    xmax = torch.maximum(xs, xe)
-    span = float(xbox[:, 1].max() - xbox[:, 0].min()) + 8 if xs.shape[0] else 8.0
+    their pieces (feat [A, 7]: lo, hi, x at lo, x at hi, direction, the shape's box x range;
+    strip grp; no autograd) fall into clusters of overlapping or touching x ranges, each cluster
+    a chain of one direction that spans, without overlap or gap, the same heights as every other
+    (a side of the outline with vertices inside the strip), and the clusters, ordered by x,
+    alternate in direction. Then their order is the same at every height, and w alternates
+    between 0 and one sign. x is clamped to a margin around the shape's box (pieces beyond it
+    merge: fewer strips pass)."""
+    dev = feat.device
+    if feat.shape[0] == 0:
+        return torch.ones(nstrips, device=dev, dtype=torch.bool)
+    x0, x1 = feat[:, 5:6] - 2, feat[:, 6:7] + 2
+    xr = torch.minimum(torch.maximum(feat[:, 2:4], x0), x1)  # [A, 2]
+    span = float((x1 - x0).max()) + 8
     # per strip, an offset larger than any clamped x range: one running max serves every strip
-    off = grp.double() * span - xbox[:, 0].double() + 4
-    kmin = off + torch.minimum(torch.maximum(xmin, xbox[:, 0] - 2), xbox[:, 1] + 2).double()
-    kmax = off + torch.minimum(torch.maximum(xmax, xbox[:, 0] - 2), xbox[:, 1] + 2).double()
+    off = grp.double() * span - x0[:, 0].double()
+    kmin = off + xr.min(1).values.double()
+    kmax = off + xr.max(1).values.double()
     o = torch.argsort(kmin)
     kmin, kmax, g = kmin[o], kmax[o], grp[o]
     run = torch.cummax(kmax, 0).values
@@ -1263,12 +1271,13 @@ def _chains(xs, xe, lo, hi, d, grp, nstrips: int, xbox):
     new[1:] = (kmin[1:] > run[:-1]) | (g[1:] != g[:-1])
     cl = torch.cumsum(new.long(), 0) - 1  # cluster of each piece (sorted)
     ncl = int(cl[-1]) + 1 if cl.shape[0] else 0
-    do, lo_o, hi_o = d[o], lo[o], hi[o]
+    fo = feat[o]
+    do, lo_o, hi_o = fo[:, 4].long(), fo[:, 0], fo[:, 1]
     dmin = torch.full((ncl,), 2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amin")
     dmax = torch.full((ncl,), -2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amax")
-    clo = torch.full((ncl,), float("inf"), device=dev, dtype=lo.dtype).scatter_reduce(0, cl, lo_o, "amin")
-    chi = torch.full((ncl,), -float("inf"), device=dev, dtype=lo.dtype).scatter_reduce(0, cl, hi_o, "amax")
-    height = torch.zeros(ncl, device=dev, dtype=lo.dtype).index_add(0, cl, hi_o - lo_o)
+    clo = torch.full((ncl,), float("inf"), device=dev, dtype=feat.dtype).scatter_reduce(0, cl, lo_o, "amin")
+    chi = torch.full((ncl,), -float("inf"), device=dev, dtype=feat.dtype).scatter_reduce(0, cl, hi_o, "amax")
+    height = torch.zeros(ncl, device=dev, dtype=feat.dtype).index_add(0, cl, hi_o - lo_o)
     cg = g[new]  # strip of each cluster (clusters are in strip order)
     ok = (dmin == dmax) & ((height - (chi - clo)).abs() <= 1e-5 * (chi - clo))  # no overlap, no gap
     # consecutive clusters of a strip: opposite directions, the same heights
