@@ -610,9 +610,8 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             seg2, t2 = near[0].index_select(0, i2), near[1].index_select(0, i2)
             end2 = ch.seg_end.index_select(0, seg2)
             local = ((t2 > 0) & (t2 < 1)) | ((t2 <= 0) & (end2 & 1 > 0)) | ((t2 >= 1) & (end2 & 2 > 0))
-            both = torch.cat((sw, i2))
             ns2 = sw.shape[0]
-            dist, h, qx2, qy2 = _reach(near, px, py, both)
+            dist, h, qx2, qy2 = _reach(near, px, py, torch.cat((sw, i2)))  # [2 ns2]: winners', seconds'
             hw_sw = ch.half_w.detach().index_select(0, wshape.index_select(0, i2))
             apart = (qx2[:ns2] - qx2[ns2:]).square() + (qy2[:ns2] - qy2[ns2:]).square()
             keep = torch.nonzero(local & (apart > 1e-6) & (dist[:ns2] + h[:ns2] > hw_sw)
@@ -629,19 +628,16 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
         # the union of the two parts inside the pixel: c1 + c2 - area(pixel, band 1, band 2); where
         # one covers the pixel or the other misses it, simply the larger
         i1 = sw.index_select(0, keep)
-        i2 = keep + nw
-        c1 = cov.index_select(0, i1)
-        c2 = cov.index_select(0, i2)
+        nk = keep.shape[0]
+        c1, c2 = cov.index_select(0, torch.cat((i1, keep + nw))).split(nk)
         union = torch.maximum(c1, c2)
         with torch.no_grad():
             part = torch.nonzero((c1 < 1) & (c2 > 0) & (c2 < 1)).squeeze(1)
         if part.numel():
-            j1 = i1.index_select(0, part)
-            j2 = i2.index_select(0, part)
-            s = dg * near[3]  # the centres' offsets along the bands' normals
-            both = _band_overlap(nx.index_select(0, j1), ny.index_select(0, j1), s.index_select(0, j1),
-                                 nx.index_select(0, j2), ny.index_select(0, j2), s.index_select(0, j2),
-                                 hw.index_select(0, j1))
+            # per band: normal, the centre's offset along it, half width [4, 2 P], read at once
+            j = torch.cat((i1.index_select(0, part), keep.index_select(0, part) + nw))
+            n1x, n2x, n1y, n2y, s1, s2, hw1, _ = torch.stack((nx, ny, dg * near[3], hw)).index_select(1, j).view(8, -1)
+            both = _band_overlap(n1x, n1y, s1, n2x, n2y, s2, hw1)
             union = union.index_put((part,), (c1.index_select(0, part) + c2.index_select(0, part) - both).clamp(0, 1))
         cov = cov[:nw].index_put((i1,), union)
     else:
