@@ -177,8 +177,8 @@ def _lines(points):
 
 def _turn(points, angle, centre=(32.0, 32.0)):
     c, s = math.cos(angle), math.sin(angle)
-    return [[centre[0] + (x - centre[0]) * c - (y - centre[1]) * s, centre[1] + (x - centre[0]) * s + (y - centre[1]) * c]
-            for x, y in points]
+    return [[centre[0] + (x - centre[0]) * c - (y - centre[1]) * s,
+             centre[1] + (x - centre[0]) * s + (y - centre[1]) * c] for x, y in points]
 
 
 def _hairpin(width, gap, angle):
@@ -208,6 +208,9 @@ SELF_OVERLAPS = {
     "corner 30 degrees, 2 px": (_corner(30), 2.0),
     "corner 45 degrees, 6 px": (_corner(45), 6.0),
     "corner 60 degrees, 2 px": (_corner(60), 2.0),
+    "loop of one cubic, 2 px": ([[10.3, 30.6], [70.0, 60.0], [70.0, 0.0], [10.3, 40.1]], 2.0),
+    "cap near its own body, 3 px": (_lines([[10.3, 30.6], [50.0, 30.6], [50.0, 40.0], [40.0, 40.0]])[:-3]
+                                    + [[36.7, 38.0], [33.4, 36.0], [30.2, 34.1]], 3.0),
 }
 
 
@@ -244,7 +247,8 @@ PLAIN_CURVE = [[5.2, 20.1], [20.0, 10.0], [45.0, 50.0], [60.4, 30.3]]
 PLAIN_CHAIN = [[5.2, 40.1], [15.0, 20.0], [25.0, 20.0], [32.3, 35.6], [39.6, 51.2], [50.0, 50.0], [60.1, 30.2]]
 
 
-@pytest.mark.parametrize("points, width", [(PLAIN_CURVE, 2.0), (PLAIN_CURVE, 10.0), (PLAIN_CHAIN, 2.0), (PLAIN_CHAIN, 6.0)])
+@pytest.mark.parametrize("points, width", [(PLAIN_CURVE, 2.0), (PLAIN_CURVE, 10.0),
+                                           (PLAIN_CHAIN, 2.0), (PLAIN_CHAIN, 6.0)])
 def test_strokes_without_self_overlap_are_unchanged_by_the_union(points, width):
     # a gentle curve, and a smooth chain of two, have no second part: the same image to 1e-6.
     # (Where a bend's radius nears the half width, the inner side's pixels see two tangent
@@ -270,7 +274,8 @@ def test_hairpin_gradients_match_finite_differences():
     for _ in range(4):
         direction = torch.randn(*points.shape, generator=g)
         eps = 0.01
-        fd = (loss(points + eps * direction, torch.tensor(2.0)) - loss(points - eps * direction, torch.tensor(2.0))) / (2 * eps)
+        w0 = torch.tensor(2.0)
+        fd = (loss(points + eps * direction, w0) - loss(points - eps * direction, w0)) / (2 * eps)
         assert float((p.grad * direction).sum()) == pytest.approx(float(fd), rel=0.03, abs=1e-3)
     fd = (loss(points, torch.tensor(2.01)) - loss(points, torch.tensor(1.99))) / 0.02
     assert float(w.grad) == pytest.approx(float(fd), rel=0.03)

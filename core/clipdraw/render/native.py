@@ -573,7 +573,8 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             # each candidate's winner: buf now holds the winners' indices
             buf.index_put_((wslot,), torch.arange(wslot.shape[0], device=dev))
             wi = buf.index_select(0, slot.index_select(0, cand))
-            apart = ch.pos.index_select(0, qc.index_select(0, cand)) - ch.pos.index_select(0, wchord.index_select(0, wi))
+            apart = (ch.pos.index_select(0, qc.index_select(0, cand))
+                     - ch.pos.index_select(0, wchord.index_select(0, wi)))
             far = torch.nonzero(apart.abs_().sub_(1).clamp_min_(0)).squeeze(1)
             if far.numel():
                 b2 = torch.full(wslot.shape, big, device=dev, dtype=torch.long)
