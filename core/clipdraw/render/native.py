@@ -1082,13 +1082,25 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         _, n_g = torch.unique_consecutive(cg, return_counts=True)
         gl = torch.repeat_interleave(torch.arange(n_g.shape[0], device=dev), n_g)  # local strip [m]
         st = torch.cumsum(n_g, 0) - n_g
-        # every pair (i < j) of pieces of one strip
-        npair = st[gl] + n_g[gl] - 1 - torch.arange(m, device=dev)
-        pi = torch.repeat_interleave(torch.arange(m, device=dev), npair)
-        pj = pi + 1 + torch.arange(pi.shape[0], device=dev) - (torch.cumsum(npair, 0) - npair)[pi]
         lo_c, hi_c, d_c, act_c = lo[cp], hi[cp], d[cp], active[cp]
         xlo_c = torch.minimum(xsd[cp], xed[cp])
         xhi_c = torch.maximum(xsd[cp], xed[cp])
+        # the pairs of pieces of one strip that may cross: x ranges overlapping (clamped to a
+        # margin around the box, which only merges), found by one search on the pieces sorted by
+        # strip and left end (an offset per strip wider than any clamped range)
+        ac = torch.nonzero(act_c).squeeze(1)
+        bx0, bx1 = xbox[cp[ac], 0] - 2, xbox[cp[ac], 1] + 2
+        span = float((bx1 - bx0).max()) + 8
+        off = gl[ac].double() * span - bx0.double()
+        kmin = off + torch.minimum(torch.maximum(xlo_c[ac], bx0), bx1).double()
+        kmax = off + torch.minimum(torch.maximum(xhi_c[ac], bx0), bx1).double()
+        o = torch.argsort(kmin)
+        kmin_s = kmin[o]
+        na = ac.shape[0]
+        npair = torch.searchsorted(kmin_s, kmax[o], right=True) - torch.arange(1, na + 1, device=dev)
+        q = torch.repeat_interleave(torch.arange(na, device=dev), npair)
+        r = q + 1 + torch.arange(q.shape[0], device=dev) - (torch.cumsum(npair, 0) - npair)[q]
+        pi, pj = ac[o[q]], ac[o[r]]
     x0c, y0c, kc = xs[cp], ys[cp], slope[cp]
     down_c = down[cp]
     lo_a = torch.where(down_c, y0c, ye[cp])  # autograd ends of the pieces
@@ -1105,13 +1117,12 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
 
     with torch.no_grad():
         has_flat = not bool(act_c.all())
-        both = act_c[pi] & act_c[pj]
         # two pieces: a sign change of their distance over their common heights
         L = torch.maximum(lo_c[pi], lo_c[pj])
         H = torch.minimum(hi_c[pi], hi_c[pj])
         fL = x_at_d(pi, L) - x_at_d(pj, L)
         fH = x_at_d(pi, H) - x_at_d(pj, H)
-        cross = both & (L < H) & (fL * fH < 0)
+        cross = (L < H) & (fL * fH < 0)
         c2 = torch.nonzero(cross).squeeze(1)
         qi, qj = pi[c2], pj[c2]
         li = lo_c[qi] >= lo_c[qj]
@@ -1126,7 +1137,14 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
     tc = fLa / torch.where(den_ok, fLa - fHa, den_d)
     ycross = La + (Ha - La) * torch.where(den_ok, tc, (fL / (fL - fH))[c2]).clamp(0, 1)
     if has_flat:
-        pa, yflat, flat_parts = _flat_crossings(pi, pj, act_c, lo_c, hi_c, d_c, xlo_c, xhi_c, x_at, x_at_d, x0c, y0c,
+        with torch.no_grad():  # every horizontal chord against every piece of its strip
+            fc = torch.nonzero(~act_c).squeeze(1)
+            nf = n_g[gl[fc]]
+            ph = torch.repeat_interleave(fc, nf)
+            pa = st[gl[ph]] + torch.arange(ph.shape[0], device=dev) - (torch.cumsum(nf, 0) - nf).repeat_interleave(nf)
+            live = act_c[pa]
+            pa, ph = pa[live], ph[live]
+        pa, yflat, flat_parts = _flat_crossings(pa, ph, act_c, lo_c, hi_c, d_c, xlo_c, xhi_c, x_at, x_at_d, x0c, y0c,
                                                 xe[cp], ye[cp], eo[cp])
     else:
         pa, yflat, flat_parts = qi[:0], ycross[:0], None
@@ -1137,8 +1155,12 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         ar = torch.arange(m, device=dev)
         cut_g = torch.cat((gl, gl, gl[qi], gl[pa]))
         cd = cut.detach()
-        o = torch.argsort(cd, stable=True)
-        o = o[torch.argsort(cut_g[o], stable=True)]
+        top_g = rowf[cp][st]  # [strips] top of each cut strip
+        if dev.type == "mps":  # no float64: by height, then (stable) by strip
+            o = torch.argsort(cd, stable=True)
+            o = o[torch.argsort(cut_g[o], stable=True)]
+        else:  # one key: every cut lies in its strip [top, top + 1]
+            o = torch.argsort(cut_g.double() * 4 + (cd - top_g[cut_g]).double())
         sv, sg = cd[o], cut_g[o]
         new = torch.ones_like(sg, dtype=torch.bool)
         new[1:] = (sg[1:] != sg[:-1]) | (sv[1:] > sv[:-1])
@@ -1146,39 +1168,46 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         lev = torch.empty_like(lev_sorted)
         lev[o] = lev_sorted  # level of each cut
         lev_lo, lev_hi = lev[:m], lev[m:2 * m]
-        top = rowf[cp][st][sg[new]]  # [levels] top of each level's strip
-        # the cuts each piece owns: its ends, its crossings, by (level, piece)
-        nc = qi.shape[0]
-        own_cut = torch.cat((ar, m + ar, 2 * m + torch.arange(nc, device=dev).repeat(2),
-                             2 * m + nc + torch.arange(pa.shape[0], device=dev)))
-        own_piece = torch.cat((ar, ar, qi, qj, pa))
-        own_key = lev[own_cut] * m + own_piece
-        ko = torch.argsort(own_key)
-        own_key, own_cut = own_key[ko], own_cut[ko]
+        top = top_g[sg[new]]  # [levels] top of each level's strip
 
         # one sub-piece per (piece, level it spans)
         nsub = torch.where(act_c, lev_hi - lev_lo, 0)
         sp = torch.repeat_interleave(ar, nsub)
         lv = lev_lo[sp] + torch.arange(sp.shape[0], device=dev) - (torch.cumsum(nsub, 0) - nsub)[sp]
-
-        def own(level):  # [sub-pieces]: the piece's own cut at that level, or -1
-            q = level * m + sp
-            at = torch.searchsorted(own_key, q).clamp(max=max(own_key.shape[0] - 1, 0))
-            return torch.where(own_key[at] == q, own_cut[at], -1)
-
-        c0, c1_ = own(lv), own(lv + 1)
+        # its bounds: the piece's own cuts where they are (its ends; where it crosses a horizontal
+        # chord, that crossing: of the chord's height, as the chord's ends, but moving otherwise),
+        # else the level's
         rep = o[new]  # one cut of each level
-        b0, b1 = torch.where(c0 >= 0, c0, rep[lv]), torch.where(c1_ >= 0, c1_, rep[lv + 1])
-        t0, t1 = top[lv], top[lv]
+        b0 = torch.where(lv == lev_lo[sp], sp, rep[lv])
+        b1 = torch.where(lv + 1 == lev_hi[sp], m + sp, rep[lv + 1])
+        if pa.shape[0]:
+            own_cut = 2 * m + qi.shape[0] + torch.arange(pa.shape[0], device=dev)
+            own_key = lev[own_cut] * m + pa
+            ko = torch.argsort(own_key)
+            own_key, own_cut = own_key[ko], own_cut[ko]
+            for b, level in ((b0, lv), (b1, lv + 1)):
+                q = level * m + sp
+                at = torch.searchsorted(own_key, q).clamp(max=own_key.shape[0] - 1)
+                hit = own_key[at] == q
+                b[hit] = own_cut[at[hit]]
+        t0 = top[lv]
     y0, y1 = cut[b0], cut[b1]
     # the strip's bounds: constant
     y0 = torch.where(y0.detach() <= t0, t0, torch.where(y0.detach() >= t0 + 1, t0 + 1, y0))
-    y1 = torch.where(y1.detach() <= t1, t1, torch.where(y1.detach() >= t1 + 1, t1 + 1, y1))
-    x0, x1 = x_at(sp, y0), x_at(sp, y1)
+    y1 = torch.where(y1.detach() <= t0, t0, torch.where(y1.detach() >= t0 + 1, t0 + 1, y1))
+    xs_p, ys_p, k_p = x0c[sp], y0c[sp], kc[sp]
+    x0, x1 = xs_p + (y0 - ys_p) * k_p, xs_p + (y1 - ys_p) * k_p
     with torch.no_grad():
         xm = 0.5 * (x0 + x1)
-        o = torch.argsort(xm, stable=True)
-        o = o[torch.argsort(lv[o], stable=True)]  # by sub-strip, then x
+        if xm.shape[0] and dev.type != "mps":
+            lo_x = float(xm.min())
+            span = float(xm.max()) - lo_x + 1
+        if xm.shape[0] and dev.type != "mps" and (float(lv[-1]) + 1) * span < 2 ** 29:
+            # one key, by sub-strip then x (ulp < 1e-7: a closer pair may swap, erring by less)
+            o = torch.argsort(lv.double() * span + (xm.double() - lo_x))
+        else:
+            o = torch.argsort(xm, stable=True)
+            o = o[torch.argsort(lv[o], stable=True)]  # by sub-strip, then x
         ds = d_c[sp[o]]
         cum = torch.cumsum(ds, 0)
         lvo = lv[o]
@@ -1200,31 +1229,25 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
                   torch.cat((y1[take], fy1)), torch.cat((wt, fw)), cp[torch.cat((sp[take], fsrc))])
 
 
-def _flat_crossings(pi, pj, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, yb, eo):
+def _flat_crossings(pa, ph, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, yb, eo):
     """The horizontal chords among the cut pieces (act false) against the pieces (act true) of
-    their strip, over the pairs (pi, pj): the pieces crossing a chord, the crossings' heights
+    their strip, over the pairs (piece pa, chord ph): the pieces crossing a chord, the crossings' heights
     (cuts of those pieces, autograd: on the chord, its ends' heights interpolated, equal but
     moving differently), and the chords as weighted pieces (_flat_segments)."""
-    dev = pi.device
+    dev = pa.device
     with torch.no_grad():
-        # a piece and a horizontal chord: the chord's height inside the piece's, the piece's x
-        # there inside the chord's
-        hz_j = act[pi] & ~act[pj]
-        pa = torch.where(hz_j, pi, pj)  # the piece
-        ph = torch.where(hz_j, pj, pi)  # the chord
+        # the chord's height inside the piece's, the piece's x there inside the chord's
         yh = lo[ph]
         xa_h = x_at_d(pa, yh)
-        mixed = act[pi] != act[pj]
-        flat_cross = mixed & (lo[pa] < yh) & (yh < hi[pa]) & (xlo[ph] < xa_h) & (xa_h < xhi[ph])
+        flat_cross = (lo[pa] < yh) & (yh < hi[pa]) & (xlo[ph] < xa_h) & (xa_h < xhi[ph])
         c1 = torch.nonzero(flat_cross).squeeze(1)
         # a horizontal chord counts, as the pieces' accumulation does, the motion of its ends
         # (of zero height, its own area is 0): times the change of the rule across it over the
         # change of w, which changes along it where a piece crosses it. The winding just above and
         # just below its left end: the pieces reaching there left of it
-        mixed = torch.nonzero(mixed).squeeze(1)
-        ma, mh = pa[mixed], ph[mixed]
-        left_of = xa_h[mixed] <= xlo[mh]
-        ya_m = yh[mixed]
+        ma, mh = pa, ph
+        left_of = xa_h <= xlo[mh]
+        ya_m = yh
         dm = d[ma]
         above = torch.where(left_of & (lo[ma] < ya_m) & (ya_m <= hi[ma]), dm, 0)
         below = torch.where(left_of & (lo[ma] <= ya_m) & (ya_m < hi[ma]), dm, 0)
