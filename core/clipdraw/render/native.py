@@ -32,14 +32,14 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    gives the integral of the winding number w over each pixel). That integral is the area only
    where w takes one nonzero value in the strip: the common cases, a strip holding two pieces
    of opposite directions that do not cross, or sides (chains of pieces) apart in x alternating
-   in direction, are left so. Every other strip of a shape
-   (overlaps, opposite turns sharing an edge, self-crossings, several subpaths) is cut at the
-   heights where its pieces start, end or cross (crossings computed with autograd); in each
-   sub-strip the pieces, ordered by x, get the weight [rule(w right of it)] - [rule(w left of
-   it)] in {-1, 0, 1} (horizontal chords likewise, split where pieces cross them), so that the
-   running sum integrates the rule itself. Fully differentiable (exact almost everywhere).
-   Open subpaths are closed implicitly. A point exactly on a pixel edge belongs to the pixel
-   after it, and its derivative is taken one-sidedly to match (in a cut strip, from above).
+   in direction, are left so. Every other strip of a shape (overlaps, opposite turns sharing an
+   edge, self-crossings) is cut at the heights where its pieces start, end or cross (crossings
+   computed with autograd); in each sub-strip the pieces, ordered by x, get the weight
+   [rule(w right of it)] - [rule(w left of it)] in {-1, 0, 1} (horizontal chords likewise, split
+   where pieces cross them), so that the running sum integrates the rule itself. Fully
+   differentiable (exact almost everywhere). Open subpaths are closed implicitly. A point
+   exactly on a pixel edge belongs to the pixel after it, and its derivative is taken
+   one-sidedly to match (in a cut strip, from above).
 4. Compositing: all (pixel, layer, alpha, colour) entries are sorted by depth class (how many
    layers the pixel has, rounded up to a power of two), pixel and layer (top first), laid out
    per class in a padded [P, depth] array, and composited with source-over via an exclusive
@@ -933,8 +933,8 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         rowbase = torch.cumsum(bh, 0) - bh
         grp = rowbase[psh] + row - b0[psh, 1]  # the (shape, row) strip of each piece [Pc]
         evenodd = g.evenodd if evenodd is None else evenodd
-    # rows where the winding number takes more than one nonzero value: effective pieces there
         xbox = torch.stack((b0[psh, 0], b0[psh, 0] + bw[psh]), 1).to(dt)
+    # strips where the winding number takes more than one nonzero value: effective pieces there
     exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], int(bh.sum()), xbox)
     wgt = None
     if exact is not None:
@@ -1023,23 +1023,26 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
 
     Pieces [Pc]: from (xs, ys) to (xe, ye) inside the row strip (autograd), slope dx/dy of their
     chord, steep (their chord is not horizontal), grp their strip (< nstrips), rowf its top, eo
-    their shape's rule, xbox [Pc, 2] the x range of their shape's box. None when no strip needs it; else (keep, (xs, ys, xe, ye, weight, src)):
-    the indices of the pieces kept as they are, and the new pieces (downward, each to be counted
-    weight in {-1, 1} times) with the index of the piece each comes from.
+    their shape's rule, xbox [Pc, 2] the x range of their shape's box. None when no strip needs
+    it; else (keep, (xs, ys, xe, ye, weight, src)): the indices of the pieces kept as they are,
+    and the new pieces (each to be counted weight in {-1, 1} times) with the index of the piece
+    each comes from.
 
     A strip needs nothing when it holds no piece of positive height, or exactly two of opposite
     directions that do not cross (a closed outline crosses every line of the strip an even
-    number of times: two pieces span the same heights), or chains of pieces apart in x (_chains):
-    the common cases, left untouched.
-    Elsewhere the strip is cut at every height where one of its pieces starts or ends or two
-    cross, a horizontal chord included (the crossing's height from both, autograd: it moves the
-    cut). Inside each sub-strip no two pieces cross, so their order by x at mid height is their
-    order at every height; the winding number right of a piece is the running sum of the
-    directions, and the piece's weight is [rule(after)] - [rule(before)]. A sub-piece's bounds
-    are its own cuts where they are (its ends, its crossings: several cuts of one height, e.g.
-    the two ends of a horizontal edge, move differently), else the level's; cuts on the strip's
-    top or bottom are the constant bound, and pieces of zero height are dropped: at such
-    degenerate positions the derivative is the one-sided one from above."""
+    number of times: two pieces span the same heights), or chains of pieces apart in x
+    (_chains): the common cases, left untouched. Elsewhere the strip is cut at every height
+    where one of its pieces starts or ends or two cross, a horizontal chord included (the
+    crossing's height from both, autograd: it moves the cut). Inside each sub-strip no two
+    pieces cross, so their order by x at mid height is their order at every height; the winding
+    number right of a piece is the running sum of the directions, and the piece's weight is
+    [rule(after)] - [rule(before)] (a horizontal chord's, split where pieces cross it, is that
+    change over the change of w across it: _flat_segments). Only pairs whose x ranges overlap
+    are tested. A sub-piece's bounds are its own cuts where they are (its ends, its crossings
+    with horizontal chords: cuts of one height, as the chord's ends, that move differently),
+    else the level's; cuts on the strip's top or bottom are the constant bound, and pieces of
+    zero height are dropped: at such degenerate positions the derivative is the one-sided one
+    from above."""
     dev = xs.device
     with torch.no_grad():
         ysd, yed = ys.detach(), ye.detach()
