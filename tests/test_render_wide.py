@@ -96,27 +96,34 @@ def test_overlapping_wide_strokes_paint_each_pixel_once_per_stroke():
     assert float(alpha.max()) == pytest.approx(0.5, abs=1e-6)
 
 
-def test_wide_stroke_gradients_match_finite_differences():
-    points = torch.tensor([[30.2, 60.1], [90.0, 10.0], [150.0, 200.0], [190.4, 90.3]])
-    weights = torch.rand(224, 224, generator=torch.Generator().manual_seed(0))
+def check_stroke_gradients(points, width, weights, eps, directions, rel, abs=0.0, width_rel=None):
+    """Autograd's derivatives of sum(coverage * weights) of one stroke along random point
+    directions and along its width against central finite differences (steps eps, width / 1000)."""
+    size = weights.shape[0]
 
     def loss(p, w):
-        scene = Scene(224, 224, [make_shape([Subpath(p)], stroke=BLACK)])
+        scene = Scene(size, size, [make_shape([Subpath(p)], stroke=BLACK)])
         scene.shapes[0].stroke_width = w
         return (coverage(scene) * weights).sum()
 
     p = points.clone().requires_grad_(True)
-    w = torch.tensor(50.0, requires_grad=True)
+    w = torch.tensor(width, requires_grad=True)
     loss(p, w).backward()
     g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        direction = torch.randn(4, 2, generator=g)
-        eps = 0.05
-        w0 = torch.tensor(50.0)
+    for _ in range(directions):
+        direction = torch.randn(*points.shape, generator=g)
+        w0 = torch.tensor(width)
         fd = (loss(points + eps * direction, w0) - loss(points - eps * direction, w0)) / (2 * eps)
-        assert float((p.grad * direction).sum()) == pytest.approx(float(fd), rel=0.02)
-    fd = (loss(points, torch.tensor(50.05)) - loss(points, torch.tensor(49.95))) / 0.1
-    assert float(w.grad) == pytest.approx(float(fd), rel=0.01)
+        assert float((p.grad * direction).sum()) == pytest.approx(float(fd), rel=rel, abs=abs)
+    dw = width * 1e-3
+    fd = (loss(points, torch.tensor(width + dw)) - loss(points, torch.tensor(width - dw))) / (2 * dw)
+    assert float(w.grad) == pytest.approx(float(fd), rel=width_rel or rel)
+
+
+def test_wide_stroke_gradients_match_finite_differences():
+    points = torch.tensor([[30.2, 60.1], [90.0, 10.0], [150.0, 200.0], [190.4, 90.3]])
+    weights = torch.rand(224, 224, generator=torch.Generator().manual_seed(0))
+    check_stroke_gradients(points, 50.0, weights, eps=0.05, directions=3, rel=0.02, width_rel=0.01)
 
 
 def test_big_canvas_in_bands_matches_truth():
@@ -261,21 +268,4 @@ def test_hairpin_gradients_match_finite_differences():
     points = torch.tensor(_hairpin(2.0, 0.4, 0.45))
     gap = np.abs(_alpha(points.tolist(), 2.0) - _alpha(points.tolist(), 2.0, second_part=False)) > 1e-6
     weights = torch.rand(64, 64, generator=torch.Generator().manual_seed(0)) * torch.from_numpy(gap)
-
-    def loss(p, w):
-        scene = Scene(64, 64, [make_shape([Subpath(p)], stroke=BLACK)])
-        scene.shapes[0].stroke_width = w
-        return (coverage(scene) * weights).sum()
-
-    p = points.clone().requires_grad_(True)
-    w = torch.tensor(2.0, requires_grad=True)
-    loss(p, w).backward()
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):
-        direction = torch.randn(*points.shape, generator=g)
-        eps = 0.01
-        w0 = torch.tensor(2.0)
-        fd = (loss(points + eps * direction, w0) - loss(points - eps * direction, w0)) / (2 * eps)
-        assert float((p.grad * direction).sum()) == pytest.approx(float(fd), rel=0.03, abs=1e-3)
-    fd = (loss(points, torch.tensor(2.01)) - loss(points, torch.tensor(1.99))) / 0.02
-    assert float(w.grad) == pytest.approx(float(fd), rel=0.03)
+    check_stroke_gradients(points, 2.0, weights, eps=0.01, directions=4, rel=0.03, abs=1e-3)
