@@ -1194,14 +1194,8 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
                 hit = own_key[at] == q
                 b[hit] = own_cut[at[hit]]
         t0 = top[lv]
-    y0, y1 = cut[b0], cut[b1]
-    # the strip's bounds: constant
-    y0 = torch.where(y0.detach() <= t0, t0, torch.where(y0.detach() >= t0 + 1, t0 + 1, y0))
-    y1 = torch.where(y1.detach() <= t0, t0, torch.where(y1.detach() >= t0 + 1, t0 + 1, y1))
-    xs_p, ys_p, k_p = x0c[sp], y0c[sp], kc[sp]
-    x0, x1 = xs_p + (y0 - ys_p) * k_p, xs_p + (y1 - ys_p) * k_p
-    with torch.no_grad():
-        xm = 0.5 * (x0 + x1)
+        # the order inside each sub-strip, by x at mid height
+        xm = x0c.detach()[sp] + (0.5 * (cd[b0] + cd[b1]) - y0c.detach()[sp]) * kc.detach()[sp]
         if xm.shape[0] and dev.type != "mps":
             lo_x = float(xm.min())
             span = float(xm.max()) - lo_x + 1
@@ -1223,13 +1217,20 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         rule = lambda w: torch.where(e, torch.remainder(w, 2) != 0, w != 0).long()  # noqa: E731
         weight = rule(after) - rule(before)
         nz = weight != 0
-        take = o[nz]
+        take = o[nz]  # the sub-pieces that count
         wt = weight[nz].to(xs.dtype)
+        sp, b0, b1, t0 = sp[take], b0[take], b1[take], t0[take]
+    y0, y1 = cut[b0], cut[b1]
+    # the strip's bounds: constant
+    y0 = torch.where(y0.detach() <= t0, t0, torch.where(y0.detach() >= t0 + 1, t0 + 1, y0))
+    y1 = torch.where(y1.detach() <= t0, t0, torch.where(y1.detach() >= t0 + 1, t0 + 1, y1))
+    xs_p, ys_p, k_p = x0c[sp], y0c[sp], kc[sp]
+    x0, x1 = xs_p + (y0 - ys_p) * k_p, xs_p + (y1 - ys_p) * k_p
     if flat_parts is None:
-        return keep, (x0[take], y0[take], x1[take], y1[take], wt, cp[sp[take]])
+        return keep, (x0, y0, x1, y1, wt, cp[sp])
     fx0, fy0, fx1, fy1, fw, fsrc = flat_parts
-    return keep, (torch.cat((x0[take], fx0)), torch.cat((y0[take], fy0)), torch.cat((x1[take], fx1)),
-                  torch.cat((y1[take], fy1)), torch.cat((wt, fw)), cp[torch.cat((sp[take], fsrc))])
+    return keep, (torch.cat((x0, fx0)), torch.cat((y0, fy0)), torch.cat((x1, fx1)),
+                  torch.cat((y1, fy1)), torch.cat((wt, fw)), cp[torch.cat((sp, fsrc))])
 
 
 def _flat_crossings(pa, ph, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, yb, eo):
@@ -1271,7 +1272,8 @@ def _flat_crossings(pa, ph, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, 
 def _chains(feat, grp, nstrips: int):
     """Strips [nstrips] (bool) whose winding number is 0 and one sign everywhere, found cheaply:
     their pieces (feat [A, 7]: lo, hi, x at lo, x at hi, direction, the shape's box x range;
-    strip grp; no autograd) fall into clusters of overlapping or touching x ranges, each cluster
+    strip grp; no autograd) fall into clusters of overlapping or touching x ranges (touching
+    pieces of opposite directions apart: a tip), each cluster
     a chain of one direction that spans, without overlap or gap, the same heights as every other
     (a side of the outline with vertices inside the strip), and the clusters, ordered by x,
     alternate in direction. Then their order is the same at every height, and w alternates
@@ -1290,12 +1292,14 @@ def _chains(feat, grp, nstrips: int):
     o = torch.argsort(kmin)
     kmin, kmax, g = kmin[o], kmax[o], grp[o]
     run = torch.cummax(kmax, 0).values
-    new = torch.ones_like(g, dtype=torch.bool)
-    new[1:] = (kmin[1:] > run[:-1]) | (g[1:] != g[:-1])
-    cl = torch.cumsum(new.long(), 0) - 1  # cluster of each piece (sorted)
-    ncl = int(cl[-1]) + 1 if cl.shape[0] else 0
     fo = feat[o]
     do, lo_o, hi_o = fo[:, 4].long(), fo[:, 0], fo[:, 1]
+    # a new cluster past the running right end; where a piece only touches it, if it turns the
+    # other way (the two sides of a tip meet there, in one point: they never swap)
+    new = torch.ones_like(g, dtype=torch.bool)
+    new[1:] = (kmin[1:] > run[:-1]) | ((kmin[1:] == run[:-1]) & (do[1:] != do[:-1])) | (g[1:] != g[:-1])
+    cl = torch.cumsum(new.long(), 0) - 1  # cluster of each piece (sorted)
+    ncl = int(cl[-1]) + 1 if cl.shape[0] else 0
     dmin = torch.full((ncl,), 2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amin")
     dmax = torch.full((ncl,), -2, device=dev, dtype=torch.long).scatter_reduce(0, cl, do, "amax")
     clo = torch.full((ncl,), float("inf"), device=dev, dtype=feat.dtype).scatter_reduce(0, cl, lo_o, "amin")
