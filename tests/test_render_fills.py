@@ -156,6 +156,19 @@ def test_self_crossing_star_and_bow_tie(rule):
 
 
 @pytest.mark.parametrize("rule", ["nonzero", "evenodd"])
+def test_wavy_outlines_many_vertices(rule):
+    # two star-shaped wavy outlines of many short edges: rows where one side is a chain of
+    # several pieces, tips (a local top or bottom) inside rows, and their overlap
+    polys = []
+    for cx, cy, r0, k, turn in ((27.3, 30.1, 17.0, 5, 1), (38.6, 35.2, 14.0, 3, -1)):
+        ang = np.linspace(0, 2 * np.pi, 73)[:-1][::turn] + 0.1
+        r = r0 * (1 + 0.35 * np.sin(k * ang))
+        polys.append(list(zip(cx + r * np.cos(ang), cy + r * np.sin(ang))))
+    check(polys, rule)
+    check(polys[:1], rule)
+
+
+@pytest.mark.parametrize("rule", ["nonzero", "evenodd"])
 def test_vertices_on_pixel_corners_and_edges(rule):
     # integer and half-integer coordinates: vertices and horizontal edges on pixel sides, shared
     # vertices, crossings on row boundaries; still exact, gradients finite

@@ -1273,12 +1273,12 @@ def _chains(feat, grp, nstrips: int):
     """Strips [nstrips] (bool) whose winding number is 0 and one sign everywhere, found cheaply:
     their pieces (feat [A, 7]: lo, hi, x at lo, x at hi, direction, the shape's box x range;
     strip grp; no autograd) fall into clusters of overlapping or touching x ranges (touching
-    pieces of opposite directions apart: a tip), each cluster
-    a chain of one direction that spans, without overlap or gap, the same heights as every other
-    (a side of the outline with vertices inside the strip), and the clusters, ordered by x,
-    alternate in direction. Then their order is the same at every height, and w alternates
-    between 0 and one sign. x is clamped to a margin around the shape's box (pieces beyond it
-    merge: fewer strips pass)."""
+    pieces of opposite directions apart: a tip), each cluster a chain of one direction without
+    overlap or gap (a side of the outline with vertices inside the strip), spanning all the
+    strip's heights or paired with its neighbour of the same span (a tip), and the clusters,
+    ordered by x, alternate in direction. Then their order is the same at every height, and at
+    every height w alternates between 0 and one sign, the same. x is clamped to a margin around
+    the shape's box (pieces beyond it merge: fewer strips pass)."""
     dev = feat.device
     if feat.shape[0] == 0:
         return torch.ones(nstrips, device=dev, dtype=torch.bool)
@@ -1307,9 +1307,19 @@ def _chains(feat, grp, nstrips: int):
     height = torch.zeros(ncl, device=dev, dtype=feat.dtype).index_add(0, cl, hi_o - lo_o)
     cg = g[new]  # strip of each cluster (clusters are in strip order)
     ok = (dmin == dmax) & ((height - (chi - clo)).abs() <= 1e-5 * (chi - clo))  # no overlap, no gap
-    # consecutive clusters of a strip: opposite directions, the same heights
+    # clusters not spanning all the strip's heights: in adjacent pairs of the same heights (a
+    # tip), so that where they end the others still alternate
+    slo = torch.full((nstrips,), float("inf"), device=dev, dtype=feat.dtype).scatter_reduce(0, cg, clo, "amin")
+    shi = torch.full((nstrips,), -float("inf"), device=dev, dtype=feat.dtype).scatter_reduce(0, cg, chi, "amax")
+    partial = (clo != slo[cg]) | (chi != shi[cg])
     same = cg[1:] == cg[:-1]
-    bad_pair = same & ((dmin[1:] == dmin[:-1]) | (clo[1:] != clo[:-1]) | (chi[1:] != chi[:-1]))
+    twin = same & (clo[1:] == clo[:-1]) & (chi[1:] == chi[:-1])  # cluster k and k + 1
+    paired = torch.zeros_like(partial)
+    paired[1:] |= twin
+    paired[:-1] |= twin
+    ok = ok & (~partial | paired)
+    # consecutive clusters of a strip: opposite directions
+    bad_pair = same & (dmin[1:] == dmin[:-1])
     bad = torch.zeros(nstrips, device=dev, dtype=torch.long)
     bad.index_add_(0, cg, (~ok).long())
     bad.index_add_(0, cg[1:], bad_pair.long())
