@@ -933,9 +933,8 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         rowbase = torch.cumsum(bh, 0) - bh
         grp = rowbase[psh] + row - b0[psh, 1]  # the (shape, row) strip of each piece [Pc]
         evenodd = g.evenodd if evenodd is None else evenodd
-        xbox = torch.stack((b0[psh, 0], b0[psh, 0] + bw[psh]), 1).to(dt)
     # strips where the winding number takes more than one nonzero value: effective pieces there
-    exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], int(bh.sum()), xbox)
+    exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], int(bh.sum()))
     wgt = None
     if exact is not None:
         keep, (xs2, ys2, xe2, ye2, wgt2, sel2) = exact
@@ -1016,15 +1015,21 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     return pix, sshape, cov
 
 
-def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbox):
+def _strip_key(grp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered by strip grp, then by the float32 x exactly (its bits made monotonic),
+    on every device (MPS has no float64)."""
+    b = (x.float() + 0.0).contiguous().view(torch.int32).long()  # + 0.0: -0.0 is +0.0
+    return grp * (1 << 32) + torch.where(b < 0, b ^ 0x7FFFFFFF, b) + (1 << 31)
+
+
+def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int):
     """Effective pieces for the strips (shape, row) whose winding number takes more than one
     nonzero value (overlaps, opposite turns, self-intersections), so that the accumulation
     integrates [w != 0] (nonzero) or [w odd] (evenodd) there instead of w.
 
     Pieces [Pc]: from (xs, ys) to (xe, ye) inside the row strip (autograd), slope dx/dy of their
     chord, steep (their chord is not horizontal), grp their strip (< nstrips), rowf its top, eo
-    their shape's rule, xbox [Pc, 2] the x range of their shape's box. None when no strip needs
-    it; else (keep, (xs, ys, xe, ye, weight, src)): the indices of the pieces kept as they are,
+    their shape's rule. None when no strip needs it; else (keep, (xs, ys, xe, ye, weight, src)): the indices of the pieces kept as they are,
     and the new pieces (each to be counted weight in {-1, 1} times) with the index of the piece
     each comes from.
 
@@ -1059,8 +1064,8 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         if na == 0:
             return None
         ga = grp[ia]
-        # the pieces of positive height: lo, hi, x at lo, x at hi, direction, box x range [A, 7]
-        feat = torch.stack((lo, hi, xtop, xbot, d.to(lo.dtype), xbox[:, 0], xbox[:, 1]), 1)[ia]
+        # the pieces of positive height: lo, hi, x at lo, x at hi, direction [A, 5]
+        feat = torch.stack((lo, hi, xtop, xbot, d.to(lo.dtype)), 1)[ia]
         cnt = torch.bincount(ga, minlength=nstrips)
         ar = torch.arange(na, device=dev)
         first = torch.full((nstrips,), na, device=dev, dtype=torch.long).scatter_reduce(0, ga, ar, "amin")
@@ -1088,15 +1093,11 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int, xbo
         lo_c, hi_c, d_c, act_c = lo[cp], hi[cp], d[cp], active[cp]
         xlo_c = torch.minimum(xsd[cp], xed[cp])
         xhi_c = torch.maximum(xsd[cp], xed[cp])
-        # the pairs of pieces of one strip that may cross: x ranges overlapping (clamped to a
-        # margin around the box, which only merges), found by one search on the pieces sorted by
-        # strip and left end (an offset per strip wider than any clamped range)
+        # the pairs of pieces of one strip that may cross: x ranges overlapping, found by one
+        # search on the pieces sorted by strip and left end
         ac = torch.nonzero(act_c).squeeze(1)
-        bx0, bx1 = xbox[cp[ac], 0] - 2, xbox[cp[ac], 1] + 2
-        span = float((bx1 - bx0).max()) + 8
-        off = gl[ac].double() * span - bx0.double()
-        kmin = off + torch.minimum(torch.maximum(xlo_c[ac], bx0), bx1).double()
-        kmax = off + torch.minimum(torch.maximum(xhi_c[ac], bx0), bx1).double()
+        kmin = _strip_key(gl[ac], xlo_c[ac])
+        kmax = _strip_key(gl[ac], xhi_c[ac])
         o = torch.argsort(kmin)
         kmin_s = kmin[o]
         na = ac.shape[0]
@@ -1271,24 +1272,18 @@ def _flat_crossings(pa, ph, act, lo, hi, d, xlo, xhi, x_at, x_at_d, xa, ya, xb, 
 
 def _chains(feat, grp, nstrips: int):
     """Strips [nstrips] (bool) whose winding number is 0 and one sign everywhere, found cheaply:
-    their pieces (feat [A, 7]: lo, hi, x at lo, x at hi, direction, the shape's box x range;
-    strip grp; no autograd) fall into clusters of overlapping or touching x ranges (touching
-    pieces of opposite directions apart: a tip), each cluster a chain of one direction without
-    overlap or gap (a side of the outline with vertices inside the strip), spanning all the
-    strip's heights or paired with its neighbour of the same span (a tip), and the clusters,
-    ordered by x, alternate in direction. Then their order is the same at every height, and at
-    every height w alternates between 0 and one sign, the same. x is clamped to a margin around
-    the shape's box (pieces beyond it merge: fewer strips pass)."""
+    their pieces (feat [A, 5]: lo, hi, x at lo, x at hi, direction; strip grp; no autograd) fall
+    into clusters of overlapping or touching x ranges (touching pieces of opposite directions
+    apart: a tip), each cluster a chain of one direction without overlap or gap (a side of the
+    outline with vertices inside the strip), spanning all the strip's heights or paired with its
+    neighbour of the same span (a tip), and the clusters, ordered by x, alternate in direction.
+    Then their order is the same at every height, and at every height w alternates between 0 and
+    one sign, the same."""
     dev = feat.device
     if feat.shape[0] == 0:
         return torch.ones(nstrips, device=dev, dtype=torch.bool)
-    x0, x1 = feat[:, 5:6] - 2, feat[:, 6:7] + 2
-    xr = torch.minimum(torch.maximum(feat[:, 2:4], x0), x1)  # [A, 2]
-    span = float((x1 - x0).max()) + 8
-    # per strip, an offset larger than any clamped x range: one running max serves every strip
-    off = grp.double() * span - x0[:, 0].double()
-    kmin = off + xr.min(1).values.double()
-    kmax = off + xr.max(1).values.double()
+    kmin = _strip_key(grp, torch.minimum(feat[:, 2], feat[:, 3]))
+    kmax = _strip_key(grp, torch.maximum(feat[:, 2], feat[:, 3]))
     o = torch.argsort(kmin)
     kmin, kmax, g = kmin[o], kmax[o], grp[o]
     run = torch.cummax(kmax, 0).values
