@@ -995,16 +995,18 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         row_end = row_start + accw[rshape]
     fdt = torch.float32 if dev.type == "mps" else torch.float64
     vals = torch.cat((right, spill)).to(fdt)
-    acc = torch.zeros(total, device=dev, dtype=fdt).index_add(0, torch.cat((base, base + 1)), vals)
-    total_of_row = torch.zeros(nrows_total, device=dev, dtype=fdt).index_add(0, torch.cat((rid, rid)), vals)
-    wind = torch.cumsum(acc.index_add(0, row_start[1:], -total_of_row[:-1]), 0).to(dt)
+    # in place on fresh buffers (index_add's backward needs neither): no copies of the buffer
+    acc = torch.zeros(total, device=dev, dtype=fdt).index_add_(0, torch.cat((base, base + 1)), vals)
+    total_of_row = torch.zeros(nrows_total, device=dev, dtype=fdt).index_add_(0, torch.cat((rid, rid)), vals)
+    wind = torch.cumsum(acc.index_add_(0, row_start[1:], -total_of_row[:-1]), 0).to(dt)
     with torch.no_grad():
+        if dense:
+            cov_d = wind.abs_().clamp_(max=1)
+            cov_d[row_end - 1] = 0  # the spill column
+            # rounding leaves ~1e-8 outside the shape: no entry in the sparse path, none here
+            return _Boxes(cov_d.mul_(cov_d > 1e-7), torch.stack((off, accw, b0[:, 0], b0[:, 1], bw, bh)))
         cov_d = wind.detach().abs()
         cov_d[row_end - 1] = 0  # the spill column
-        if dense:
-            # rounding leaves ~1e-8 outside the shape: no entry in the sparse path, none here
-            cov_d = torch.where(cov_d > 1e-7, cov_d.clamp(max=1), 0.0)
-            return _Boxes(cov_d, torch.stack((off, accw, b0[:, 0], b0[:, 1], bw, bh)))
         sel = torch.nonzero(cov_d > 1e-7).squeeze(1)
         rid = torch.searchsorted(row_start, sel, right=True) - 1
         sshape = rshape[rid]
