@@ -1657,6 +1657,8 @@ def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
     premult = torch.zeros(3, rows, width, device=dev, dtype=dt)
     trans = torch.ones(rows, width, device=dev, dtype=dt)
     zero = torch.zeros((), device=dev, dtype=dt)
+    rgb = list(zip(*(channel.unbind() for channel in g.colours[:, :3].detach().t())))  # [2S] of 3 0-d tensors
+    alpha = g.colours[:, 3].tolist()
     tables = [b.table.tolist() if b is not None else None for b in boxes]
     stroke_box = [0 if tables[0] is not None and tables[0][5][s] else 2 for s in range(g.num_shapes)]
     for s in range(g.num_shapes):
@@ -1666,10 +1668,10 @@ def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
             if t is None or not t[5][s] or not t[4][s]:
                 continue
             off, stride, x0, by, w, h = (col[s] for col in t)
-            a = boxes[src].coverage[off:off + h * stride].view(h, stride)[:, :w] * g.colours[layer, 3]
+            a = boxes[src].coverage[off:off + h * stride].view(h, stride)[:, :w] * alpha[layer]
             # source-over: colour * (1 - a) + a * rgb, transmittance * (1 - a), each one pass
             for c in range(3):
-                premult[c, by - y0:by - y0 + h, x0:x0 + w].lerp_(g.colours[layer, c], a)
+                premult[c, by - y0:by - y0 + h, x0:x0 + w].lerp_(rgb[layer][c], a)
             trans[by - y0:by - y0 + h, x0:x0 + w].lerp_(zero, a)
     pixels = torch.arange(y0 * width, y1 * width, device=dev)
     return pixels, premult.view(3, -1).t(), trans.view(-1), "dense"
