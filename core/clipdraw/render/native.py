@@ -1633,11 +1633,11 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
             m = cpix.shape[0]
             grp = torch.repeat_interleave(torch.arange(m, device=dev), counts)
             flat = grp * depth + torch.arange(n, device=dev) - (torch.cumsum(counts, 0) - counts).index_select(0, grp)
-        padded = torch.ones(m * depth, device=dev, dtype=dt).index_put((flat,), 1 - ca)
+        padded = torch.ones(m * depth, device=dev, dtype=dt).index_put_((flat,), 1 - ca)
         trans = torch.cumprod(padded.view(m, depth), 1)  # [m, depth]
         excl = torch.cat((torch.ones(m, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
         contrib = (ca * excl).unsqueeze(1) * crgb
-        contrib_parts.append(torch.zeros(m, 3, device=dev, dtype=dt).index_add(0, grp, contrib))
+        contrib_parts.append(torch.zeros(m, 3, device=dev, dtype=dt).index_add_(0, grp, contrib))
         trans_parts.append(trans[:, -1])
         pixel_parts.append(cpix)
     upix = torch.cat(pixel_parts)
