@@ -69,11 +69,12 @@ def render(scene: Scene, width: Optional[int] = None, height: Optional[int] = No
     from .native import rasterize
 
     r = rasterize(scene, w, h)
-    if r.dense:  # every pixel, in order
-        return (r.premultiplied + bg * r.transmittance.unsqueeze(1)).reshape(h, w, 3)
     image = bg.expand(h * w, 3)
     if r.pixels.numel():
-        image = image.index_put((r.pixels,), r.premultiplied + bg * r.transmittance.unsqueeze(1))
+        colour = r.premultiplied + bg * r.transmittance.unsqueeze(1)
+        if r.dense:  # every pixel, in order
+            return colour.reshape(h, w, 3)
+        image = image.index_put((r.pixels,), colour)
     else:
         image = image + (0 if r.zero is None else r.zero)  # fresh, connected to the scene
     return image.reshape(h, w, 3)
@@ -91,7 +92,7 @@ def render_rgba(scene: Scene, width: Optional[int] = None, height: Optional[int]
     from .native import rasterize
 
     r = rasterize(scene, w, h)
-    out = torch.zeros(h * w, 4, device=scene.device, dtype=torch.float32)
+    straight = None
     if r.pixels.numel():
         alpha = 1 - r.transmittance
         safe = alpha > 0
@@ -99,6 +100,8 @@ def render_rgba(scene: Scene, width: Optional[int] = None, height: Optional[int]
         straight = torch.cat((rgb.clamp(0, 1), alpha.unsqueeze(1)), 1)
         if r.dense:  # every pixel, in order
             return straight.reshape(h, w, 4)
+    out = torch.zeros(h * w, 4, device=scene.device, dtype=torch.float32)
+    if straight is not None:
         out = out.index_put((r.pixels,), straight)
     elif r.zero is not None:
         out = out + r.zero

@@ -1548,9 +1548,11 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     strokes = _stroke_chords(g) if g.stroke_ctrl.shape[0] else None
     fills = _fill_chords(g) if (g.fill_ctrl.shape[0] or g.close_pairs.shape[0]) else None
     outlines = _outline_chords(scene, width, height, dev, dt)
+    # a plain render (no gradient wanted) paints every band densely (_paint)
+    plain = not (torch.is_grad_enabled() and any(t.requires_grad for t in (g.points, g.widths, g.colours)))
     # bands of rows bound the memory of big canvases: every buffer below spans one band
     band = max(1, BAND_PIXELS // width)
-    parts = [_composite(g, strokes, fills, outlines, width, height, y0, min(height, y0 + band))
+    parts = [_composite(g, strokes, fills, outlines, width, height, y0, min(height, y0 + band), plain)
              for y0 in range(0, height, band)]
     parts = [p for p in parts if p is not None]
     if not parts:  # nothing on the canvas: a zero result, still connected to the scene's tensors
@@ -1558,20 +1560,18 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
         zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
         return Raster(z, torch.zeros(0, 3, device=dev, dtype=dt) + zero,
                       torch.ones(0, device=dev, dtype=dt), width, height, zero)
-    dense = all(len(p) == 4 for p in parts) and sum(p[0].shape[0] for p in parts) == width * height
-    parts = [p[:3] for p in parts]
     if len(parts) == 1:
-        return Raster(*parts[0], width, height, dense=dense)
-    return Raster(*(torch.cat(x) for x in zip(*parts)), width, height, dense=dense)
+        return Raster(*parts[0], width, height, dense=plain)
+    return Raster(*(torch.cat(x) for x in zip(*parts)), width, height, dense=plain)
 
 
 def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width: int, height: int,
-               y0: int, y1: int):
-    """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance."""
+               y0: int, y1: int, plain: bool):
+    """Pixels touched in rows y0..y1-1 (each once), their premultiplied colour and transmittance;
+    plain (no autograd): every pixel of the rows, in order."""
     dev = g.points.device
     dt = g.points.dtype
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (g.points, g.widths, g.colours))):
-        # a plain render: each shape's coverage over its box, painted layer by layer
+    if plain:  # each shape's coverage over its box, painted layer by layer
         boxes = [_strokes(strokes, width, y0, y1, dense=True) if strokes is not None else None,
                  _fills(fills, g, width, height, y0, y1, dense=True) if fills is not None else None,
                  _fills(outlines, g, width, height, y0, y1, evenodd=torch.zeros_like(g.evenodd), dense=True)
@@ -1674,4 +1674,4 @@ def _paint(boxes: list, g: _Gathered, width: int, y0: int, y1: int):
                 premult[c, by - y0:by - y0 + h, x0:x0 + w].lerp_(rgb[layer][c], a)
             trans[by - y0:by - y0 + h, x0:x0 + w].lerp_(zero, a)
     pixels = torch.arange(y0 * width, y1 * width, device=dev)
-    return pixels, premult.view(3, -1).t(), trans.view(-1), "dense"
+    return pixels, premult.view(3, -1).t(), trans.view(-1)
