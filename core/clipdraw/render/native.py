@@ -930,11 +930,12 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
 
     with torch.no_grad():
         psh = cshape[pch]
-        rowbase = torch.cumsum(bh, 0) - bh
+        rowbase = torch.cumsum(bh, 0) - bh  # the first row of each shape's box in the buffer
+        nrows_total = int(bh.sum())
         grp = rowbase[psh] + row - b0[psh, 1]  # the (shape, row) strip of each piece [Pc]
         evenodd = g.evenodd if evenodd is None else evenodd
     # strips where the winding number takes more than one nonzero value: effective pieces there
-    exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], int(bh.sum()))
+    exact = _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, evenodd[psh], nrows_total)
     wgt = None
     if exact is not None:
         keep, (xs2, ys2, xe2, ye2, wgt2, sel2) = exact
@@ -987,10 +988,9 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
         csh = psh[pp]
         brow = row[pp] - b0[csh, 1]  # row of the box
         base = off[csh] + brow * accw[csh] + (jeff - b0[csh, 0])
-        rid = (torch.cumsum(bh, 0) - bh)[csh] + brow  # row of the buffer
-        nrows_total = int(bh.sum())
+        rid = rowbase[csh] + brow  # row of the buffer
         rshape = torch.repeat_interleave(torch.arange(ns, device=dev), bh)
-        rloc = torch.arange(nrows_total, device=dev) - (torch.cumsum(bh, 0) - bh)[rshape]
+        rloc = torch.arange(nrows_total, device=dev) - rowbase[rshape]
         row_start = off[rshape] + rloc * accw[rshape]  # [R]
         row_end = row_start + accw[rshape]
     fdt = torch.float32 if dev.type == "mps" else torch.float64
@@ -1015,6 +1015,11 @@ def _fills(chords, g: _Gathered, width: int, height: int, y0: int, y1: int, even
     # is the area where the rule holds (clamped: rounding)
     cov = wind[sel].abs().clamp(max=1)
     return pix, sshape, cov
+
+
+def _rule(w: torch.Tensor, evenodd: torch.Tensor) -> torch.Tensor:
+    """1 where the fill rule holds for winding number w (evenodd: w odd, else w != 0), else 0."""
+    return torch.where(evenodd, torch.remainder(w, 2) != 0, w != 0).long()
 
 
 def _strip_key(grp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -1217,8 +1222,7 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int):
         after = cum - torch.repeat_interleave(base, torch.bincount(torch.cumsum(start.long(), 0) - 1))
         before = after - ds
         e = eo[cp[sp[o]]]
-        rule = lambda w: torch.where(e, torch.remainder(w, 2) != 0, w != 0).long()  # noqa: E731
-        weight = rule(after) - rule(before)
+        weight = _rule(after, e) - _rule(before, e)
         nz = weight != 0
         take = o[nz]  # the sub-pieces that count
         wt = weight[nz].to(xs.dtype)
@@ -1355,9 +1359,8 @@ def _flat_segments(ph, xcr, dcr, w_above, w_below, flat, xlo, xhi, xa, ya, xb, y
         run = run - (run - step)[seg_start].repeat_interleave(nseg)
         wa, wb = w_above[chord] + run, w_below[chord] + run
         e = eo[chord]
-        rule = lambda w: torch.where(e, torch.remainder(w, 2) != 0, w != 0).long()  # noqa: E731
         dw = wb - wa
-        weight = torch.where(dw != 0, (rule(wb) - rule(wa)) / torch.where(dw != 0, dw, 1), 0.0)
+        weight = torch.where(dw != 0, (_rule(wb, e) - _rule(wa, e)) / torch.where(dw != 0, dw, 1), 0.0)
         keep = torch.nonzero(weight != 0).squeeze(1)
         chord, left, right, weight = chord[keep], left[keep], right[keep], weight[keep]
         rev = xb[chord].detach() < xa[chord].detach()  # along the chord's direction
