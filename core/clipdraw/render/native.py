@@ -326,9 +326,7 @@ class _Chords:
     inner: torch.Tensor  # float [N]: a pixel centre nearer than this is covered entirely (<= 0: none)
     cap: torch.Tensor  # float [N]: 1 for the chords that end an open subpath (a cap), else 0
     pos: torch.Tensor  # long [N]: chords numbered along smooth runs of segments (see _stroke_chords)
-    seg_sub: torch.Tensor  # long [S]: subpath of each segment
     seg_end: torch.Tensor  # long [S]: 1 if the segment starts an open subpath, + 2 if it ends one
-
 
 
 def _stroke_chords(g: _Gathered) -> _Chords:
@@ -383,7 +381,7 @@ def _stroke_chords(g: _Gathered) -> _Chords:
         pos = torch.arange(cseg.shape[0], device=dev) + 2 * run.index_select(0, cseg)
     return _Chords(ctrl_t, cd, half_w, cseg, cshape,
                    torch.stack((ax, ay, dx, dy, inv_ll, t0, t1, bx, by, sdx, inv_dy)), reach, inner,
-                   cap, pos, g.stroke_seg_sub, g.stroke_seg_end)
+                   cap, pos, g.stroke_seg_end)
 
 
 def _capsule_spans(e: torch.Tensor, r: torch.Tensor, yc: torch.Tensor):
