@@ -20,19 +20,11 @@ import torch
 
 from clipdraw.render import render_rgba
 from clipdraw.scene import Scene, Subpath, make_shape
+from test_render import polygon
 
 SIZE = 64
 TOL = 1e-4
 BLACK = [0.0, 0.0, 0.0, 1.0]
-
-
-def polygon(corners):
-    """A closed subpath of straight cubic segments through the corners (flattened exactly)."""
-    out = []
-    for i in range(len(corners)):
-        (ax, ay), (bx, by) = corners[i], corners[(i + 1) % len(corners)]
-        out += [[ax, ay], [ax + (bx - ax) / 3, ay + (by - ay) / 3], [ax + 2 * (bx - ax) / 3, ay + 2 * (by - ay) / 3]]
-    return Subpath(torch.tensor(out, dtype=torch.float32), closed=True)
 
 
 def truth(polys, rule: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 from clipdraw.render import render_rgba
 from clipdraw.render.native import BAND_PIXELS
 from clipdraw.scene import Scene, Subpath, make_shape
+from test_render import polygon
 
 BLACK = [0.0, 0.0, 0.0, 1.0]
 
@@ -175,11 +176,8 @@ def test_render_without_autograd_paints_the_same_image():
 
 
 def _lines(points):
-    """A polyline as a chain of straight cubic segments."""
-    out = [list(points[0])]
-    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
-        out += [[x0 + (x1 - x0) * k / 3, y0 + (y1 - y0) * k / 3] for k in (1, 2, 3)]
-    return out
+    """A polyline as a chain of straight cubic segments (their points, a list)."""
+    return polygon(points, closed=False).points.tolist()
 
 
 def _turn(points, angle, centre=(32.0, 32.0)):
