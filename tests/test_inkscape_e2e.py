@@ -108,6 +108,13 @@ def start_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, d
     return proc, env, out
 
 
+def kill_inkscape(proc):
+    """Inkscape, and everything it started (the plugin, its engine), killed if still running."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, limit=240, doc=DOC):
     """Run Inkscape headless on `display`; returns (exported tree, [screenshots of messages shown])."""
     proc, env, out = start_inkscape(display, profile, tmp_path, actions, prefs, env_extra, doc)
@@ -131,9 +138,7 @@ def run_inkscape(display, profile, tmp_path, actions, prefs, env_extra=None, lim
                     time.sleep(1.0)
             time.sleep(0.5)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_inkscape(proc)
     tree = etree.parse(str(out)).getroot() if out.exists() else None
     if out.exists():
         out.unlink()
@@ -231,9 +236,7 @@ def test_inkscape_gone_mid_run_takes_plugin_and_engine_along(display, profile, t
             assert time.time() < deadline, f"left behind: {plugin_processes(profile)}"
             time.sleep(0.2)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_inkscape(proc)
         for pid in plugin_processes(profile):
             os.kill(pid, signal.SIGKILL)
 

@@ -1,8 +1,6 @@
 """The preview window in real Inkscape under Xvfb: it shows the drawing as it forms, "Stop and keep"
 puts the current result into the document early, "Cancel" leaves the document as it was and no
 engine behind; without Gtk the plugin runs as before. Screenshots land in each test's tmp_path."""
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -10,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_inkscape_e2e import (FAST, TOOLS, by_id, display, drawing, plugin_processes, profile,  # noqa: F401
-                               run_inkscape, start_inkscape, windows)
+from test_inkscape_e2e import (FAST, TOOLS, by_id, display, drawing, kill_inkscape,  # noqa: F401
+                               plugin_processes, profile, run_inkscape, start_inkscape, windows)
 
 GTK = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('Gtk', '3.0'); "
                       "from gi.repository import Gtk"], capture_output=True).returncode == 0 \
@@ -89,9 +87,7 @@ def finish(proc, out, limit=120):
             assert time.time() < deadline, f"Inkscape still running after {limit} s"
             time.sleep(0.3)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_inkscape(proc)
     from lxml import etree
 
     return etree.parse(str(out)).getroot() if out.exists() else None
