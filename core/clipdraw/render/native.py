@@ -502,15 +502,24 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             # a wide stroke's chords are short next to its width: most of each chord's rim span
             # lies inside its neighbours' inner capsules. Trim the interior off both ends of each
             # part before enumerating it (the next / previous non-interior slot of each slot).
-            idx = torch.arange(total, device=dev)
-            nxt = torch.where(interior, total, idx).flip(0).cummin(0).values.flip(0)
-            prv = torch.where(interior, -1, idx).cummax(0).values
+            # From the non-interior slots, in order, and their running count (before[i]: how many
+            # lie before slot i): the previous of slot i is the (before[i + 1])-th, the next the
+            # (before[i] + 1)-th, counting from 1 in [-1, slots..., total].
+            outside = ~interior
+            before = torch.zeros(total + 1, device=dev, dtype=torch.int32)
+            torch.cumsum(outside, 0, dtype=torch.int32, out=before[1:])
+            ordinal = torch.cat((before.new_full((1,), -1, dtype=torch.long), outside.nonzero().squeeze(1),
+                                 before.new_full((1,), total, dtype=torch.long)))
             last = total - 1
-            sa = nxt.index_select(0, (pbase + o0).clamp(0, last)) - pbase
-            a1 = prv.index_select(0, (pbase + a1).clamp(0, last)) - pbase
-            b1 = prv.index_select(0, (pbase + o1).clamp(0, last)) - pbase
-            sb = nxt.index_select(0, (pbase + sb).clamp(0, last)) - pbase
-            del idx, nxt, prv
+
+            def nxt(i):
+                return ordinal.index_select(0, before.index_select(0, (pbase + i).clamp(0, last)) + 1) - pbase
+
+            def prv(i):
+                return ordinal.index_select(0, before.index_select(0, (pbase + i).clamp(0, last) + 1)) - pbase
+
+            sa, a1, b1, sb = nxt(o0), prv(a1), prv(o1), nxt(sb)
+            del outside, before, ordinal
         else:
             b1 = o1
         na = (a1 - sa + 1).clamp_min(0)
@@ -1609,22 +1618,27 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         local = pix - y0 * width
         depth_class = torch.ceil(torch.log2(torch.bincount(local, minlength=npix).clamp_min(1).float())).long()
         nclass = int(depth_class.max()) + 1
-        key = (depth_class.index_select(0, local) * npix + local) * nl + (nl - 1 - layer)
+        entry_class = depth_class.index_select(0, local)
+        key = (entry_class * npix + local) * nl + (nl - 1 - layer)
         if nclass * npix * nl < 2**31:  # int32 sorts faster
             key = key.int()
         order = torch.argsort(key, stable=True)  # keys are unique; the stable sort is a faster one (radix)
         spix = pix.index_select(0, order)
-        per_class = torch.bincount(depth_class.index_select(0, local), minlength=nclass).tolist()
+        slayer = layer.index_select(0, order)
+        per_class = torch.bincount(entry_class, minlength=nclass).tolist()
     a = alpha.index_select(0, order)
-    rgb = g.colours[:, :3].index_select(0, layer.index_select(0, order))
+    # colours channel-major: the gradient of a column gather is an index_add along dim 1, several
+    # times faster than the scatter of rows of three that a row gather's takes
+    rgb = g.colours[:, :3].t().contiguous()  # [3, nl]
     contrib_parts, trans_parts, pixel_parts = [], [], []
     # split, not sliced: a slice's backward fills a zero gradient of the whole tensor per class
-    for c, (ca, crgb, cpix) in enumerate(zip(a.split(per_class), rgb.split(per_class), spix.split(per_class))):
+    for c, (ca, clayer, cpix) in enumerate(zip(a.split(per_class), slayer.split(per_class), spix.split(per_class))):
         n = ca.shape[0]
         if n == 0:
             continue
+        crgb = rgb.index_select(1, clayer)  # [3, n]
         if c == 0:  # pixels with one layer
-            contrib_parts.append(ca.unsqueeze(1) * crgb)
+            contrib_parts.append(ca * crgb)
             trans_parts.append(1 - ca)
             pixel_parts.append(cpix)
             continue
@@ -1637,12 +1651,11 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         padded = torch.ones(m * depth, device=dev, dtype=dt).index_put_((flat,), 1 - ca)
         trans = torch.cumprod(padded.view(m, depth), 1)  # [m, depth]
         excl = torch.cat((torch.ones(m, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
-        contrib = (ca * excl).unsqueeze(1) * crgb
-        contrib_parts.append(torch.zeros(m, 3, device=dev, dtype=dt).index_add_(0, grp, contrib))
+        contrib_parts.append(torch.zeros(3, m, device=dev, dtype=dt).index_add_(1, grp, (ca * excl) * crgb))
         trans_parts.append(trans[:, -1])
         pixel_parts.append(cpix)
     upix = torch.cat(pixel_parts)
-    premult = torch.cat(contrib_parts)
+    premult = torch.cat(contrib_parts, 1).t()  # [P, 3]
     transmittance = torch.cat(trans_parts)
     return upix, premult, transmittance
 
