@@ -1612,27 +1612,44 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     nl = 2 * g.num_shapes
     npix = (y1 - y0) * width
     with torch.no_grad():
-        # pixels grouped by depth class (1, 2, 4, 8, ... layers), each class padded to its own
+        # Pixels grouped by depth class (1, 2, 4, 8, ... layers), each class padded to its own
         # depth: the padding stays below the number of entries however deep the deepest pixel.
-        # One sort orders the entries by class, pixel, and layer (top first).
+        # One sort orders the entries by class, pixel and layer (top first). Each entry's place
+        # in its class's array comes from two per-pixel tables: its pixel's place among the
+        # classes' pixels, and where its pixel's entries start in the sorted order.
         local = pix - y0 * width
-        depth_class = torch.ceil(torch.log2(torch.bincount(local, minlength=npix).clamp_min(1).float())).long()
+        count = torch.bincount(local, minlength=npix)  # [npix] layers per pixel
+        depth_class = torch.where(count > 0, torch.ceil(torch.log2(count.float())), -1).int()
         nclass = int(depth_class.max()) + 1
-        entry_class = depth_class.index_select(0, local)
-        key = (entry_class * npix + local) * nl + (nl - 1 - layer)
-        if nclass * npix * nl < 2**31:  # int32 sorts faster
-            key = key.int()
-        order = torch.argsort(key, stable=True)  # keys are unique; the stable sort is a faster one (radix)
-        spix = pix.index_select(0, order)
-        slayer = layer.index_select(0, order)
-        per_class = torch.bincount(entry_class, minlength=nclass).tolist()
+        lbits = max(1, (nl - 1).bit_length())
+        itype = torch.int32 if (nclass * npix) << lbits < 2**31 else torch.long  # int32 sorts faster
+        local = local.to(itype)
+        key = ((depth_class.to(itype).index_select(0, local) * npix + local) << lbits) | (nl - 1 - layer).to(itype)
+        key, order = torch.sort(key, stable=True)  # keys are unique; the stable sort is a faster one (radix)
+        slayer = ((nl - 1) - (key & ((1 << lbits) - 1))).long()  # (index_add_ along dim 1 is slow with int32)
+        del key
+        # the touched pixels in (class, pixel) order: the order of the sorted entries' pixels
+        upix = torch.nonzero(count).squeeze(1)
+        ucls, by_class = torch.sort(depth_class.index_select(0, upix).long(), stable=True)
+        upix = upix.index_select(0, by_class)
+        ucount = count.index_select(0, upix)
+        per_class_pixels = torch.bincount(ucls, minlength=nclass)
+        first = (torch.cumsum(per_class_pixels, 0) - per_class_pixels).tolist()  # each class's first pixel
+        per_class = torch.zeros(nclass, device=dev, dtype=torch.long).index_add_(0, ucls, ucount).tolist()
+        place = torch.empty(npix, device=dev, dtype=torch.long).index_put_((upix,), torch.arange(upix.shape[0], device=dev))
+        start = torch.empty(npix, device=dev, dtype=torch.long).index_put_((upix,), torch.cumsum(ucount, 0) - ucount)
+        slocal = local.index_select(0, order)
+        eplace = place.index_select(0, slocal)  # the entry's pixel's place in upix
+        erank = torch.arange(order.shape[0], device=dev) - start.index_select(0, slocal)  # 0: top layer
+        del place, start, slocal
     a = alpha.index_select(0, order)
     # colours channel-major: the gradient of a column gather is an index_add along dim 1, several
     # times faster than the scatter of rows of three that a row gather's takes
     rgb = g.colours[:, :3].t().contiguous()  # [3, nl]
-    contrib_parts, trans_parts, pixel_parts = [], [], []
+    contrib_parts, trans_parts = [], []
     # split, not sliced: a slice's backward fills a zero gradient of the whole tensor per class
-    for c, (ca, clayer, cpix) in enumerate(zip(a.split(per_class), slayer.split(per_class), spix.split(per_class))):
+    for c, (ca, clayer, cplace, crank) in enumerate(zip(a.split(per_class), slayer.split(per_class),
+                                                        eplace.split(per_class), erank.split(per_class))):
         n = ca.shape[0]
         if n == 0:
             continue
@@ -1640,21 +1657,18 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         if c == 0:  # pixels with one layer
             contrib_parts.append(ca * crgb)
             trans_parts.append(1 - ca)
-            pixel_parts.append(cpix)
             continue
-        depth = 1 << c
+        # [m, 1 + depth]: a leading column of ones makes the running product exclusive
+        m, depth = int(per_class_pixels[c]), 1 << c
         with torch.no_grad():
-            cpix, counts = torch.unique_consecutive(cpix, return_counts=True)  # [m] pixels
-            m = cpix.shape[0]
-            grp = torch.repeat_interleave(torch.arange(m, device=dev), counts)
-            flat = grp * depth + torch.arange(n, device=dev) - (torch.cumsum(counts, 0) - counts).index_select(0, grp)
-        padded = torch.ones(m * depth, device=dev, dtype=dt).index_put_((flat,), 1 - ca)
-        trans = torch.cumprod(padded.view(m, depth), 1)  # [m, depth]
-        excl = torch.cat((torch.ones(m, 1, device=dev, dtype=dt), trans[:, :-1]), 1).reshape(-1).index_select(0, flat)
-        contrib_parts.append(torch.zeros(3, m, device=dev, dtype=dt).index_add_(1, grp, (ca * excl) * crgb))
+            row = cplace - first[c]
+            flat = row * (depth + 1) + crank + 1
+        padded = torch.ones(m * (depth + 1), device=dev, dtype=dt).index_copy_(0, flat, 1 - ca)
+        trans = torch.cumprod(padded.view(m, depth + 1), 1)
+        excl = trans.view(-1).index_select(0, flat - 1)
+        contrib_parts.append(torch.zeros(3, m, device=dev, dtype=dt).index_add_(1, row, (ca * excl) * crgb))
         trans_parts.append(trans[:, -1])
-        pixel_parts.append(cpix)
-    upix = torch.cat(pixel_parts)
+    upix = upix + y0 * width
     premult = torch.cat(contrib_parts, 1).t()  # [P, 3]
     transmittance = torch.cat(trans_parts)
     return upix, premult, transmittance
