@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipdraw.render import render_rgba
+import threading
+
+from clipdraw.render import native, render, render_rgba
 from clipdraw.render.native import BAND_PIXELS
 from clipdraw.scene import Scene, Subpath, make_shape
 from test_render import polygon
@@ -127,10 +129,12 @@ def test_wide_stroke_gradients_match_finite_differences():
     check_stroke_gradients(points, 50.0, weights, eps=0.05, directions=3, rel=0.02, width_rel=0.01)
 
 
-def test_big_canvas_in_bands_matches_truth():
+def test_big_canvas_in_bands_matches_truth(monkeypatch):
     # a canvas of several bands of rows: a filled polygon and a wide stroke across band edges
+    monkeypatch.setattr(native, "_workers", lambda device: 1)  # the bands BAND_PIXELS makes
     width, height = 1024, 700
-    assert BAND_PIXELS // width < height  # more than one band
+    edges = native._band_edges(None, width, height, 1)
+    assert len(edges) > 2 and max(b - a for a, b in zip(edges, edges[1:])) * width <= BAND_PIXELS
     corners = [(100.3, 80.6), (900.2, 150.1), (800.7, 640.4), (60.1, 500.9)]
     outline = []
     for i in range(4):
@@ -145,14 +149,83 @@ def test_big_canvas_in_bands_matches_truth():
     alpha = coverage(Scene(width, height, [polygon])).numpy()
     assert float(alpha.sum()) == pytest.approx(polygon_area, rel=1e-4)
     ours = coverage(Scene(width, height, [stroke])).numpy()
-    band = BAND_PIXELS // width
-    rows = sorted({r for b in range(band, height, band) for r in (b - 1, b)} | {100, 350})
+    rows = sorted({r for b in edges[1:-1] for r in (b - 1, b)} | {100, 350})
     truth = supersampled_stroke(cubic_polyline(stroke_points), 45.0, width, height, k=4, rows=rows)
     err = np.abs(ours[rows] - truth[rows])
     assert err.mean() < 3e-3 and err.max() < 0.2
     # no seam between bands: pixels deep inside are fully covered on both sides of each band edge
     deep = supersampled_stroke(cubic_polyline(stroke_points), 45.0 - 0.75, width, height, k=1, rows=rows)
     assert deep[rows].sum() > 500 and np.all(ours[rows][deep[rows] == 1] == 1)
+
+
+def _mixed_scene():
+    """Wide random strokes, an evenodd fill among them, and a dashed butt-capped stroke (an outline)."""
+    from clipdraw.optimize import random_strokes
+
+    shapes = random_strokes(30, 96, 96, torch.Generator().manual_seed(0))
+    for shape, w in zip(shapes, 2 + torch.rand(30, generator=torch.Generator().manual_seed(1)) * 20):
+        shape.stroke_width = w
+    outline = [[10.0, 10.0], [90.0, 0.0], [100.0, 90.0], [50.0, 100.0], [0.0, 80.0], [-5.0, 30.0]]
+    fill = make_shape([Subpath(torch.tensor(outline), closed=True)], fill=[0.2, 0.6, 0.9, 0.7], fill_rule="evenodd")
+    dashed = make_shape([straight(5.0, 90.0, 90.0, 10.0)], stroke=[0.8, 0.1, 0.1, 0.9], stroke_width=6.0,
+                        stroke_linecap="butt", stroke_dasharray=[10.0, 5.0])
+    return Scene(96, 96, shapes[:15] + [fill] + shapes[15:] + [dashed])
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_bands_on_threads_give_the_image_and_gradients_of_one_thread(monkeypatch, workers):
+    scene = _mixed_scene()
+    leaves = [t.requires_grad_(True) for shape in scene.shapes
+              for t in [sp.points for sp in shape.subpaths] + [shape.stroke_width]
+              + [c for c in (shape.stroke, shape.fill) if c is not None]]
+    weights = torch.rand(96, 96, 3, generator=torch.Generator().manual_seed(2))
+    results = []
+    for n in (1, workers):
+        monkeypatch.setattr(native, "_workers", lambda device, n=n: n)
+        for t in leaves:
+            t.grad = None
+        image = render(scene)
+        (image * weights).sum().backward()
+        with torch.no_grad():
+            plain = render(scene)
+        results.append((image.detach(), plain, [t.grad.clone() for t in leaves]))
+    (image1, plain1, grads1), (image2, plain2, grads2) = results
+    assert len(native._band_edges(native._stroke_chords(native._gather(scene, 96, 96, "cpu", torch.float32)),
+                                  96, 96, workers)) == workers + 1
+    assert torch.allclose(image1, image2, atol=1e-6) and torch.allclose(plain1, plain2, atol=1e-6)
+    assert torch.allclose(image1, plain1, atol=1e-6)
+    for a, b in zip(grads1, grads2):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()) + 1e-9)
+    assert sum(float(g.abs().sum()) for g in grads2) > 0
+
+
+def test_band_edges_share_the_strokes_work():
+    # every stroke in the top 20 rows: the cut between two bands falls there, not at row 112
+    strokes = [make_shape([straight(10.0 + 5 * i, 4.0, 60.0 + 5 * i, 16.0)], stroke=BLACK, stroke_width=3.0)
+               for i in range(20)]
+    scene = Scene(224, 224, strokes)
+    chords = native._stroke_chords(native._gather(scene, 224, 224, "cpu", torch.float32))
+    edges = native._band_edges(chords, 224, 224, 2)
+    assert edges[0] == 0 and edges[-1] == 224 and len(edges) == 3 and 4 < edges[1] < 24
+    # one row per band at least, however the work lies; never more bands than rows
+    assert native._band_edges(chords, 224, 3, 4) == [0, 1, 2, 3]
+    assert native._band_edges(chords, 224, 224, 4) == sorted(set(native._band_edges(chords, 224, 224, 4)))
+
+
+def test_render_leaves_the_callers_thread_count(monkeypatch):
+    monkeypatch.setattr(native, "_workers", lambda device: 2)
+    monkeypatch.setattr(native, "_POOL", None)  # a pool of its own, started here
+    before = torch.get_num_threads()
+    scene = _mixed_scene()
+    scene.shapes[0].stroke.requires_grad_(True)
+    render(scene).sum().backward()
+    native._POOL[1].shutdown()
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join(timeout=60)
+    # the workers run torch on their share of the threads; this thread and threads started later keep the count
+    assert torch.get_num_threads() == before and later == [before]
 
 
 def test_render_without_autograd_paints_the_same_image():

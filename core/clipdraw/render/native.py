@@ -55,12 +55,18 @@ pixels each shape really touches, never to (shapes x canvas). The pipeline:
    the stroke. Step 3 fills them (nonzero): exact area coverage, gradients through the polygon.
 
 Steps 2-5 run per band of rows (BAND_PIXELS pixels), so memory stays bounded on big canvases.
+On a CPU with several threads the bands run at once on worker threads, forward and backward
+(_band_pool, _BandsOnThreads): most of the work here is gathers, scatters, scans and sorts that
+torch runs on one thread, so bands in parallel use the cores better than operations in parallel.
 
 Pixel (row i, column j) covers [j, j+1) x [i, i+1); its centre is (j + 0.5, i + 0.5).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -77,6 +83,7 @@ MAX_CHORDS_FILL = 256
 NEWTON_STEPS = 2
 HALF_DIAGONAL = 0.7072  # the farthest a pixel's area reaches from its centre along any normal
 BAND_PIXELS = 1 << 18  # pixels per band of rows rendered at once (bounds memory on big canvases)
+MAX_WORKERS = 4  # bands rendered at once on a CPU at most (see _band_pool; measured on 2 cores only)
 INNER_MIN = 1.0  # narrower inner capsules hold too few pixel centres to be worth finding
 SECOND_PART = True  # rim pixels that two separate parts of one stroke reach get their union
 SMOOTH_JOIN = 10.0  # degrees: segments whose tangents meet within this are one part of a stroke
@@ -386,7 +393,8 @@ def _stroke_chords(g: _Gathered) -> _Chords:
 
 def _capsule_spans(e: torch.Tensor, r: torch.Tensor, yc: torch.Tensor):
     """x-interval (lo, hi) of the horizontal line y = yc inside the capsule of radius r around the
-    chord of e (rows ax, ay, dx, dy, sdx, inv_dy of _Chords.ends); lo > hi where they miss. Along
+    chord of e (rows ax, ay, dx, dy, sdx, inv_dy of _Chords.ends, each [P]; r [P] or [k, P]: k
+    radii at once); lo > hi where they miss. Along
     the chord p(t) = a + t d, x(t) +- sqrt(r^2 - (y(t) - yc)^2) is concave (convex) in t: its
     extreme over the t where the disk reaches the line is the unconstrained one, t* (where the
     disk's edge is parallel to d), clamped."""
@@ -416,8 +424,9 @@ def _columns(lo: torch.Tensor, hi: torch.Tensor, width: int):
 def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     """(flat pixel, shape, coverage) entries of every stroke in the rows y0..y1-1, once per stroke
     per pixel: two lists (rim, interior), each ordered by shape. Pixels deep inside a stroke get
-    coverage 1 straight from its chords' inner capsules; only the antialiased rim looks for its
-    nearest chord and point. dense (no autograd): the coverage of each stroke's box, _Boxes."""
+    coverage 1 straight from its chords' inner capsules (the interior's coverage is None or a 0-d
+    1: the same for all); only the antialiased rim looks for its nearest chord and point. dense
+    (no autograd): the coverage of each stroke's box, _Boxes."""
     cd = ch.cd
     dev = cd.device
     dt = cd.dtype
@@ -438,17 +447,19 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
             torch.cumsum(nrow, 0) - nrow).index_select(0, pch)
         ep = e[(0, 1, 2, 3, 9, 10), :].index_select(1, pch)
         yc = prow.to(dt) + 0.5
-        o0, o1 = _columns(*_capsule_spans(ep, ch.reach.index_select(0, pch), yc), width)
-        # inner spans only where the stroke is wide enough to have pixels entirely inside
+        reach = ch.reach.index_select(0, pch)
+        # inner spans only where the stroke is wide enough to have pixels entirely inside; the outer
+        # and inner capsules' spans in one pass (radii [2, pairs]) where there are any
         rin = ch.inner.index_select(0, pch)
-        wide = torch.nonzero(rin > INNER_MIN).squeeze(1)
-        i0 = torch.ones_like(o0)
-        i1 = torch.zeros_like(o1)
-        if wide.numel():
-            w0, w1 = _columns(*_capsule_spans(ep.index_select(1, wide), rin.index_select(0, wide),
-                                              yc.index_select(0, wide)), width)
-            i0 = i0.index_put((wide,), w0)
-            i1 = i1.index_put((wide,), w1)
+        wide = rin > INNER_MIN
+        if bool(wide.any()):
+            (o0, i0), (o1, i1) = _columns(*_capsule_spans(ep, torch.stack((reach, rin)), yc), width)
+            i0 = torch.where(wide, i0, 1)
+            i1 = torch.where(wide, i1, 0)
+        else:
+            o0, o1 = _columns(*_capsule_spans(ep, reach, yc), width)
+            i0 = torch.ones_like(o0)
+            i1 = torch.zeros_like(o1)
         has_in = i0 <= i1
         live = o0 <= o1
         live = live.nonzero().squeeze(1)
@@ -653,9 +664,10 @@ def _strokes(ch: _Chords, width: int, y0: int, y1: int, dense: bool = False):
     wshape = wshape[:nw]
     if dense:
         return _Boxes(cover.index_put_((wslot,), cov), torch.stack((off, stride, bx0, by0, bw, bh)))
-    # the interior: coverage 1 and gradient 0, still connected to the geometry (a stroke wider
-    # than the canvas has no rim, and its points and width get a zero gradient, not none)
-    inside = (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + torch.ones_like(ipix, dtype=dt)
+    # the interior: coverage 1 and gradient 0 (None); where there is no rim, a 0-d one connected to
+    # the geometry (a stroke wider than the canvas has none, and its points and width get a zero
+    # gradient, not none)
+    inside = None if nw else (ch.ctrl_t.sum() + ch.half_w.sum()) * 0 + 1
     return [(wpix, wshape, cov), (ipix, ishape, inside)]
 
 
@@ -1560,11 +1572,27 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     outlines = _outline_chords(scene, width, height, dev, dt)
     # a plain render (no gradient wanted) paints every band densely (_paint)
     plain = not (torch.is_grad_enabled() and any(t.requires_grad for t in (g.points, g.widths, g.colours)))
-    # bands of rows bound the memory of big canvases: every buffer below spans one band
-    band = max(1, BAND_PIXELS // width)
-    parts = [_composite(g, strokes, fills, outlines, width, height, y0, min(height, y0 + band), plain)
-             for y0 in range(0, height, band)]
-    parts = [p for p in parts if p is not None]
+    # bands of rows bound the memory of big canvases (every buffer below spans one band); on a CPU
+    # with several threads, the bands are rendered on as many worker threads (_band_pool)
+    workers = _workers(dev)
+    edges = _band_edges(strokes, width, height, workers)
+    bands = list(zip(edges[:-1], edges[1:]))  # (first row, row after the last)
+
+    def band(g, strokes, fills, outlines, rows):
+        return _composite(g, strokes, fills, outlines, width, height, *rows, plain)
+
+    if len(bands) == 1 or workers == 1:
+        parts = [band(g, strokes, fills, outlines, rows) for rows in bands]
+    elif plain:
+        def plain_band(rows):
+            with torch.no_grad():  # grad mode is per thread
+                return band(g, strokes, fills, outlines, rows)
+        parts = list(_band_pool(workers).map(plain_band, bands))
+    else:
+        inputs, swap = _autograd_inputs(g, strokes, fills, outlines)
+        parts = [_BandsOnThreads.apply(lambda leaves, rows: band(*swap(leaves), rows), bands, _band_pool(workers),
+                                       *inputs)]
+    parts = [p for p in parts if p is not None and p[0].shape[0]]
     if not parts:  # nothing on the canvas: a zero result, still connected to the scene's tensors
         z = torch.zeros(0, device=dev, dtype=torch.long)
         zero = g.points.sum() * 0 + g.widths.sum() * 0 + g.colours.sum() * 0
@@ -1573,6 +1601,128 @@ def rasterize(scene: Scene, width: int, height: int) -> Raster:
     if len(parts) == 1:
         return Raster(*parts[0], width, height, dense=plain)
     return Raster(*(torch.cat(x) for x in zip(*parts)), width, height, dense=plain)
+
+
+# ---- bands on threads ---------------------------------------------------------------------
+
+_POOL: Optional[tuple] = None  # ((workers, the caller's thread count), ThreadPoolExecutor)
+
+
+def _workers(device) -> int:
+    """How many bands are rendered at once: torch's thread count on a CPU (see _band_pool), else 1."""
+    return min(MAX_WORKERS, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+
+
+def _band_pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads for bands, each running torch on its share of the caller's threads. Most of
+    a band's time goes to gathers, scatters, scans and sorts that torch runs on one thread
+    however many it has, and to many small operations: on two cores, two bands at once take
+    about 0.7-0.85 of the time of one band after the other on two threads per operation (the
+    Python between operations holds the GIL, hence MAX_WORKERS). The calling thread keeps its
+    own count (torch's is per thread)."""
+    global _POOL
+    n = torch.get_num_threads()
+    if _POOL is None or _POOL[0] != (workers, n):
+        if _POOL is not None:
+            _POOL[1].shutdown(wait=False)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="clipdraw-band",
+                                  initializer=torch.set_num_threads, initargs=(max(1, n // workers),))
+        # every worker started (a barrier holds each until all are) before the default for threads
+        # started later, which set_num_threads also sets, is put back
+        barrier = threading.Barrier(workers, timeout=10)
+
+        def started(_):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # a very busy machine: go on, the default may stay lower
+                pass
+
+        list(pool.map(started, range(workers)))
+        torch.set_num_threads(n)
+        _POOL = ((workers, n), pool)
+    return _POOL[1]
+
+
+def _band_edges(strokes: Optional[_Chords], width: int, height: int, workers: int) -> list:
+    """Rows 0 = e0 < e1 < ... < en = height of the bands: at most BAND_PIXELS each, and at least one
+    per worker; one per worker where that is enough, cut where each gets about as much of the
+    strokes' work (per row, the widths of the chords' capsules that reach it)."""
+    n = min(height, max(-(-width * height // BAND_PIXELS), workers))
+    if n != workers or n == 1 or strokes is None:
+        return list(range(0, height, -(-height // n))) + [height]
+    with torch.no_grad():
+        e = strokes.ends
+        r0 = torch.minimum(e[1], e[8]).sub(strokes.reach).floor().clamp(0, height).long()
+        r1 = torch.maximum(e[1], e[8]).add(strokes.reach).ceil().clamp(0, height).long()
+        span = 2 * strokes.reach + 1
+        work = torch.zeros(height + 1, dtype=span.dtype, device=span.device)
+        work.index_add_(0, r0, span).index_add_(0, r1, -span)
+        total = torch.cumsum(torch.cumsum(work[:height], 0).clamp_min(0) + 1, 0)  # + 1: every row costs a little
+        cuts = torch.searchsorted(total, total[-1] * torch.arange(1, n, device=total.device, dtype=total.dtype) / n)
+    edges = [0]
+    for c in cuts.tolist():  # after the row where the work reaches k / n, leaving a row for each band after
+        edges.append(min(max(c + 1, edges[-1] + 1), height - (n - len(edges))))
+    return edges + [height]
+
+
+def _autograd_inputs(g: _Gathered, strokes: Optional[_Chords], fills, outlines):
+    """The tensors with autograd that a band reads, and a function that puts others in their place."""
+    inputs = ([strokes.ctrl_t, strokes.half_w] if strokes is not None else []) + (
+        list(fills[:2]) if fills is not None else []) + (list(outlines[:2]) if outlines is not None else [])
+
+    def swap(tensors):
+        it = iter(tensors)
+        s = dataclasses.replace(strokes, ctrl_t=next(it), half_w=next(it)) if strokes is not None else None
+        f = (next(it), next(it), fills[2]) if fills is not None else None
+        o = (next(it), next(it), outlines[2]) if outlines is not None else None
+        return dataclasses.replace(g, colours=next(it)), s, f, o
+
+    return inputs + [g.colours], swap
+
+
+class _BandsOnThreads(torch.autograd.Function):
+    """Bands rendered with autograd on the pool's threads, the backward pass too: autograd runs a
+    backward on the thread that asks for it, so each band's graph ends at leaves of its own
+    standing for the inputs, and each band's backward is asked for on a worker. Returns the
+    bands' (pixels, premultiplied colour, transmittance), concatenated."""
+
+    @staticmethod
+    def forward(ctx, band, bands, pool, *inputs):
+        leaves = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
+
+        def forward_band(rows):
+            with torch.enable_grad():  # grad mode is per thread (and off in a Function's forward)
+                return band(leaves, rows)
+
+        outs = [o for o in pool.map(forward_band, bands) if o is not None]
+        ctx.outs, ctx.leaves, ctx.pool = outs, leaves, pool
+        if not outs:
+            pix = torch.zeros(0, device=inputs[0].device, dtype=torch.long)
+            ctx.mark_non_differentiable(pix)
+            return pix, inputs[0].new_zeros(0, 3), inputs[0].new_ones(0)
+        pix = torch.cat([o[0] for o in outs])
+        ctx.mark_non_differentiable(pix)
+        return pix, torch.cat([o[1] for o in outs]), torch.cat([o[2] for o in outs])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _, d_premult, d_trans):
+        wanted = [x for x in ctx.leaves if x.requires_grad]
+        sizes = [o[0].shape[0] for o in ctx.outs]
+
+        def backward_band(job):
+            (_, premult, trans), dp, dtr = job
+            outputs = [(y, dy) for y, dy in ((premult, dp), (trans, dtr)) if y.requires_grad]
+            if not outputs:
+                return [None] * len(wanted)
+            ys, dys = zip(*outputs)
+            return torch.autograd.grad(ys, wanted, dys, allow_unused=True)
+
+        per_band = list(ctx.pool.map(backward_band, zip(ctx.outs, d_premult.split(sizes), d_trans.split(sizes))))
+        ctx.outs = None
+        sums = iter([sum(d for d in ds if d is not None) if any(d is not None for d in ds) else None
+                     for ds in zip(*per_band)])
+        return (None, None, None, *[next(sums) if x.requires_grad else None for x in ctx.leaves])
 
 
 def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width: int, height: int,
@@ -1591,7 +1741,9 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     if strokes is not None:
         st = _strokes(strokes, width, y0, y1)
         if st is not None:
-            parts += [(pix, 2 * sh + 1, cov * g.colours[:, 3].index_select(0, 2 * sh + 1)) for pix, sh, cov in st]
+            for pix, sh, cov in st:  # (coverage None: 1; a 0-d coverage: the same for all)
+                alpha = g.colours[:, 3].index_select(0, 2 * sh + 1)
+                parts.append((pix, 2 * sh + 1, alpha if cov is None else cov * alpha))
     if fills is not None:
         fl = _fills(fills, g, width, height, y0, y1)
         if fl is not None:
