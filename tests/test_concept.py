@@ -28,7 +28,14 @@ MODEL = ["--model", DATA / "clipdraw-concept.json", "--pretrained", DATA / "clip
 PROMPTS = [("circle", "red"), ("square", "green"), ("triangle", "blue"), ("star", "yellow"), ("cross", "black")]
 pytestmark = pytest.mark.slow
 ITERS = 100  # iterations per drawing
-DRAWN_AT_LEAST = 3  # of the 5 prompts, recognised entirely (shape and colour); random strokes: at most 1
+SEEDS = (0, 1)  # two drawings per prompt
+# Of the 10 drawings, recognised entirely (shape and colour); random strokes: at most 1. A drawing's
+# fate is chaotic: a change of the last float bits of a gradient (another summation order, another
+# thread count) turns some drawings from right to wrong and others back. Measured over seeds 0-3
+# (20 drawings, 2026-11-30): 13 to 15 right (the star never, the cross always, the other three in
+# 3 of 4), so 5 of 10 fails by chance about one time in 25, where the former 3 of 5 (one drawing
+# per prompt) did about one time in 6.
+DRAWN_AT_LEAST = 5
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +61,16 @@ def test_the_judge_knows_the_concepts(judge):
 def test_draw_with_the_concept_model_draws_the_prompt(judge, tmp_path):
     """`clipdraw draw` for each prompt: the judge recognises the drawing, far above random strokes."""
     drawn, chance = [], []
-    for seed, (shape, colour) in enumerate(PROMPTS):
-        png = tmp_path / f"{colour}-{shape}.png"
-        r = clipdraw("draw", caption(shape, colour), "-o", tmp_path / "out.svg", "--png", png,
-                     "--iters", ITERS, "--seed", seed, *MODEL)
-        assert r.returncode == 0, r.stderr
-        drawn.append(judge.verdict(read_image(png)) == (shape, colour))
-        strokes = Scene(224, 224, random_strokes(256, 224, 224, torch.Generator().manual_seed(seed)))
-        chance.append(judge.verdict(picture(strokes)) == (shape, colour))
-    print(f"recognised: concept model {sum(drawn)}/5, random strokes {sum(chance)}/5")
+    for shape, colour in PROMPTS:
+        for seed in SEEDS:
+            png = tmp_path / f"{colour}-{shape}-{seed}.png"
+            r = clipdraw("draw", caption(shape, colour), "-o", tmp_path / "out.svg", "--png", png,
+                         "--iters", ITERS, "--seed", seed, *MODEL)
+            assert r.returncode == 0, r.stderr
+            drawn.append(judge.verdict(read_image(png)) == (shape, colour))
+            strokes = Scene(224, 224, random_strokes(256, 224, 224, torch.Generator().manual_seed(seed)))
+            chance.append(judge.verdict(picture(strokes)) == (shape, colour))
+    print(f"recognised: concept model {sum(drawn)}/{len(drawn)}, random strokes {sum(chance)}/{len(chance)}")
     assert sum(drawn) >= DRAWN_AT_LEAST and sum(chance) <= 1, (drawn, chance)
 
 
