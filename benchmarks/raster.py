@@ -19,7 +19,8 @@ runs after --warmup runs. The yardstick, measured in each row's process right af
 shared machine's load drifts), is one forward+backward of
 CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
 the input images) at batch 4, as CLIPDraw does per step. The loss of the render is mean(image *
-weights) so that every pixel gets a gradient.
+weights) so that every pixel gets a gradient. On a CPU, --threads N is also how many bands of rows
+the rasterizer renders at once on worker threads (at most 4; --threads 1: one after the other).
 """
 from __future__ import annotations
 
