@@ -1609,8 +1609,11 @@ _POOL: Optional[tuple] = None  # ((workers, the caller's thread count), ThreadPo
 
 
 def _workers(device) -> int:
-    """How many bands are rendered at once: torch's thread count on a CPU (see _band_pool), else 1."""
-    return min(MAX_WORKERS, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    """How many bands are rendered at once: torch's thread count on a CPU (see _band_pool), else 1.
+    Only with OpenMP, whose thread count is per thread (torch's native pool has one count for all)."""
+    if torch.device(device).type != "cpu" or not torch.backends.openmp.is_available():
+        return 1
+    return min(MAX_WORKERS, torch.get_num_threads())
 
 
 def _band_pool(workers: int) -> ThreadPoolExecutor:
