@@ -1619,10 +1619,10 @@ def _workers(device) -> int:
 def _band_pool(workers: int) -> ThreadPoolExecutor:
     """Worker threads for bands, each running torch on its share of the caller's threads. Most of
     a band's time goes to gathers, scatters, scans and sorts that torch runs on one thread
-    however many it has, and to many small operations: on two cores, two bands at once take
-    about 0.7-0.85 of the time of one band after the other on two threads per operation (the
-    Python between operations holds the GIL, hence MAX_WORKERS). The calling thread keeps its
-    own count (torch's is per thread)."""
+    however many it has, and to many small operations: on two cores, two bands at once took 0.7-0.8
+    of the time of one band on two threads per operation for strokes 2 to 50 px wide (about even
+    for 2 px). The Python between operations holds the GIL, hence MAX_WORKERS. The calling thread
+    keeps its own count (OpenMP's is per thread)."""
     global _POOL
     n = torch.get_num_threads()
     if _POOL is None or _POOL[0] != (workers, n):
