@@ -13,7 +13,7 @@ import threading
 from clipdraw.render import native, render, render_rgba
 from clipdraw.render.native import BAND_PIXELS
 from clipdraw.scene import Scene, Subpath, make_shape
-from test_render import polygon
+from test_render import leaves, polygon, require_grad
 
 BLACK = [0.0, 0.0, 0.0, 1.0]
 
@@ -174,21 +174,19 @@ def _mixed_scene():
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_bands_on_threads_give_the_image_and_gradients_of_one_thread(monkeypatch, workers):
-    scene = _mixed_scene()
-    leaves = [t.requires_grad_(True) for shape in scene.shapes
-              for t in [sp.points for sp in shape.subpaths] + [shape.stroke_width]
-              + [c for c in (shape.stroke, shape.fill) if c is not None]]
+    scene = require_grad(_mixed_scene())
+    tensors = leaves(scene)
     weights = torch.rand(96, 96, 3, generator=torch.Generator().manual_seed(2))
     results = []
     for n in (1, workers):
         monkeypatch.setattr(native, "_workers", lambda device, n=n: n)
-        for t in leaves:
+        for t in tensors:
             t.grad = None
         image = render(scene)
         (image * weights).sum().backward()
         with torch.no_grad():
             plain = render(scene)
-        results.append((image.detach(), plain, [t.grad.clone() for t in leaves]))
+        results.append((image.detach(), plain, [t.grad.clone() for t in tensors]))
     (image1, plain1, grads1), (image2, plain2, grads2) = results
     assert len(native._band_edges(native._stroke_chords(native._gather(scene, 96, 96, "cpu", torch.float32)),
                                   96, 96, workers)) == workers + 1

@@ -1055,9 +1055,9 @@ def _exact_pieces(xs, ys, xe, ye, slope, steep, grp, rowf, eo, nstrips: int):
 
     Pieces [Pc]: from (xs, ys) to (xe, ye) inside the row strip (autograd), slope dx/dy of their
     chord, steep (their chord is not horizontal), grp their strip (< nstrips), rowf its top, eo
-    their shape's rule. None when no strip needs it; else (keep, (xs, ys, xe, ye, weight, src)): the indices of the pieces kept as they are,
-    and the new pieces (each to be counted weight in {-1, 1} times) with the index of the piece
-    each comes from.
+    their shape's rule. None when no strip needs it; else (keep, (xs, ys, xe, ye, weight, src)):
+    the indices of the pieces kept as they are, and the new pieces (each to be counted weight in
+    {-1, 1} times) with the index of the piece each comes from.
 
     A strip needs nothing when it holds no piece of positive height, or exactly two of opposite
     directions that do not cross (a closed outline crosses every line of the strip an even
@@ -1791,7 +1791,8 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         per_class_pixels = torch.bincount(ucls, minlength=nclass)
         first = (torch.cumsum(per_class_pixels, 0) - per_class_pixels).tolist()  # each class's first pixel
         per_class = torch.zeros(nclass, device=dev, dtype=torch.long).index_add_(0, ucls, ucount).tolist()
-        place = torch.empty(npix, device=dev, dtype=torch.long).index_put_((upix,), torch.arange(upix.shape[0], device=dev))
+        place = torch.empty(npix, device=dev, dtype=torch.long).index_put_(
+            (upix,), torch.arange(upix.shape[0], device=dev))
         start = torch.empty(npix, device=dev, dtype=torch.long).index_put_((upix,), torch.cumsum(ucount, 0) - ucount)
         slocal = local.index_select(0, order)
         eplace = place.index_select(0, slocal)  # the entry's pixel's place in upix
