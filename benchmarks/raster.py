@@ -12,11 +12,15 @@ The width table times 256 strokes at 224 whose full widths are 2 px, uniform in 
 so 18 to 183 px there): a large document through `score` or `--png`.
 
 The (best) column is the fastest forward+backward run: on a shared machine it shows what the
-code does when it has the cores. Every (size, strokes) row runs in a fresh subprocess so that its peak memory is its own: on CPU
-the growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs)
-over what it held before the first render; on CUDA the peak of torch.cuda.max_memory_allocated. Times are medians over --repeats
-runs after --warmup runs. The yardstick, measured in each row's process right after the row (a
-shared machine's load drifts), is one forward+backward of
+code does when it has the cores. Every (size, strokes) row runs in a fresh subprocess so that its
+peak memory is its own: on CPU the growth of the process's peak resident set (Linux VmHWM, reset
+through /proc/self/clear_refs) over what it held before the first render; on CUDA the peak of
+torch.cuda.max_memory_allocated. Times are medians over --repeats runs after --warmup runs. The
+memory and the forward column come from runs of the render alone. Then the ratio's two sides are
+timed in turn, --repeats times: the render (forward+backward; the page: its forward) and the
+yardstick, one after the other as in a real run, so that both see the same load on a shared
+machine (its load drifts from minute to minute); the forward+backward, (best) and CLIP columns are
+those runs. The yardstick is one forward+backward of
 CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
 the input images) at batch 4, as CLIPDraw does per step. The loss of the render is mean(image *
 weights) so that every pixel gets a gradient. On a CPU, --threads N is also how many bands of rows
@@ -62,10 +66,6 @@ def _times_ms(fn, device, warmup: int, repeats: int) -> list:
         _sync(device)
         times.append(1000 * (CLOCK() - t))
     return times
-
-
-def _median_ms(fn, device, warmup: int, repeats: int) -> float:
-    return statistics.median(_times_ms(fn, device, warmup, repeats))
 
 
 def _proc_status_kib(field: str):
@@ -171,14 +171,30 @@ def measure_render(size: int, strokes: int, device: str, backend: str, warmup: i
         peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     else:
         peak = (_rss_peak() - base) / 2**20
-    # the yardstick right after, in the same process: on a shared machine the load drifts
-    clip_ms = measure_clip(device, warmup, repeats) if clip else None
+    clip_ms = None
+    if clip:
+        # the yardstick, one step after each render (the timed thing: the page's forward, else
+        # forward+backward), as in a real run: both see the same load, which drifts on a shared machine
+        timed = forward if page else forward_backward
+        clip_step = clip_yardstick(device)
+        for _ in range(max(1, warmup // 2)):
+            clip_step()
+        times, clip_times = [], []
+        for _ in range(repeats):
+            times += _times_ms(timed, dev, 0, 1)
+            clip_times += _times_ms(clip_step, dev, 0, 1)
+        clip_ms = statistics.median(clip_times)
+        if page:
+            fwd = times
+        else:
+            fb = times
     return {"size": size, "strokes": strokes, "widths": widths, "page": page, "forward_ms": statistics.median(fwd),
             "forward_backward_ms": statistics.median(fb), "forward_backward_best_ms": min(fb),
             "peak_mib": peak, "clip_ms": clip_ms}
 
 
-def measure_clip(device: str, warmup: int, repeats: int) -> float:
+def clip_yardstick(device: str):
+    """One forward+backward of CLIP ViT-B/32's image tower at batch 4 (a function to call)."""
     import open_clip
 
     dev = torch.device(device)
@@ -190,7 +206,7 @@ def measure_clip(device: str, warmup: int, repeats: int) -> float:
         x.grad = None
         visual(x).sum().backward()
 
-    return _median_ms(step, dev, max(1, warmup // 2), max(3, repeats // 3))
+    return step
 
 
 def machine(device: str) -> str:
@@ -262,8 +278,8 @@ def main(argv=None) -> int:
     print(f"# machine: {machine(args.device)}")
     print(f"# backend {args.backend} on {args.device}; median of {repeats} runs after {args.warmup} warm-up; "
           f"{'CPU time of the process' if args.cpu_time else 'wall clock'}")
-    print("# yardstick: CLIP ViT-B/32 image tower, batch 4, forward+backward, measured in each row's "
-          "process right after the row (CLIP ms column)")
+    print("# yardstick: CLIP ViT-B/32 image tower, batch 4, forward+backward (CLIP ms column), timed in turn "
+          "with the render in each row's process")
     mem = "peak CUDA alloc MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
 
     def ratio(r, key="forward_backward_ms", digits=3):
