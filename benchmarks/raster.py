@@ -15,13 +15,14 @@ The (best) column is the fastest forward+backward run: on a shared machine it sh
 code does when it has the cores. Every (size, strokes) row runs in a fresh subprocess so that its
 peak memory is its own: on CPU the growth of the process's peak resident set (Linux VmHWM, reset
 through /proc/self/clear_refs) over what it held before the first render; on CUDA the peak of
-torch.cuda.max_memory_allocated. Times are medians over --repeats runs after --warmup runs. The
-memory and the forward column come from runs of the render alone. Then the ratio's two sides are
-timed in turn, --repeats times: the render (forward+backward; the page: its forward) and the
-yardstick, one after the other as in a real run, so that both see the same load on a shared
-machine (its load drifts from minute to minute); the forward+backward, (best) and CLIP columns are
-those runs. The yardstick is one forward+backward of
-CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
+torch.cuda.max_memory_allocated. The scene's points, widths and colours are views of three packed
+tensors, bound before each render, as the CLIPDraw loop holds them (optimize.Packed). Times are
+medians over --repeats runs after --warmup runs. The memory and the forward column come from runs
+of the render alone. Then the ratio's two sides are timed in turn, --repeats times: the render
+(forward+backward; the page: its forward) and the yardstick, one after the other as in a real
+run, so that both see the same load on a shared machine (its load drifts from minute to minute);
+the forward+backward, (best) and CLIP columns are those runs. The yardstick is one
+forward+backward of CLIP ViT-B/32's image tower (open_clip "ViT-B-32-quickgelu", random weights, frozen, gradient to
 the input images) at batch 4, as CLIPDraw does per step. The loss of the render is mean(image *
 weights) so that every pixel gets a gradient. On a CPU, --threads N is also how many bands of rows
 the rasterizer renders at once on worker threads (at most 4; --threads 1: one after the other).
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT / "core"))
 
 import torch  # noqa: E402
 
-from clipdraw.optimize import random_strokes  # noqa: E402
+from clipdraw.optimize import Packed, random_strokes  # noqa: E402
 
 
 def _sync(device):
@@ -143,21 +144,22 @@ def measure_render(size: int, strokes: int, device: str, backend: str, warmup: i
         for shape, w in zip(shapes, stroke_widths(widths, strokes) * canvas / 224):
             shape.stroke_width = w.clone()
     scene = Scene(canvas, canvas, page_shapes(page, canvas) + shapes).to(dev)
-    leaves = []
-    for shape in scene.shapes:
-        for sp in shape.subpaths:
-            leaves.append(sp.points.requires_grad_(True))
-        leaves += [shape.stroke_width.requires_grad_(True)]
-        leaves += [c.requires_grad_(True) for c in (shape.stroke, shape.fill) if c is not None]
+    # the parameters as the CLIPDraw loop holds them: three packed tensors, the scene's views of them
+    pack = Packed(scene)
+    leaves = list(pack.tensors.values())
+    for t in leaves:
+        t.requires_grad_(True)
     weights = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1)).to(dev)
 
     def forward():
+        pack.bind()
         with torch.set_grad_enabled(not page):  # the page: a plain render, as `score` does
             render(scene, size, size, backend=backend)
 
     def forward_backward():
         for t in leaves:
             t.grad = None
+        pack.bind()
         (render(scene, backend=backend) * weights).mean().backward()
 
     if dev.type == "cuda":

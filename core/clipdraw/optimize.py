@@ -103,6 +103,49 @@ def random_blobs(n: int, width: int, height: int, colours: torch.Tensor,
 # ---- the loop -----------------------------------------------------------------------------------
 
 
+class Packed:
+    """A scene's parameters as three tensors: points [P, 2] (every subpath's, in order), widths [S]
+    (every stroked shape's) and colors [C, 4] (every stroke and fill paint). Adam and the clamps
+    work on these, not on hundreds of small tensors (that per-tensor overhead cost more than the
+    augmentations, and a backward into hundreds of leaves costs more than the render's own);
+    bind() makes the scene's tensors views of them: one split/unbind whose backward is one cat."""
+
+    def __init__(self, scene: Scene):
+        self.subpaths = [sp for sh in scene.shapes for sp in sh.subpaths]
+        self.stroked = [sh for sh in scene.shapes if sh.stroke is not None]
+        self.paints = [(sh, attr) for sh in scene.shapes for attr in ("stroke", "fill")
+                       if getattr(sh, attr) is not None]
+        self.sizes = [sp.points.shape[0] for sp in self.subpaths]
+        device = scene.device
+        self.tensors = {
+            "points": torch.cat([sp.points.detach() for sp in self.subpaths]) if self.subpaths
+            else torch.zeros(0, 2, device=device),  # [P, 2]
+            "widths": torch.stack([sh.stroke_width.detach() for sh in self.stroked]) if self.stroked
+            else torch.zeros(0, device=device),  # [S]
+            "colors": torch.stack([getattr(sh, attr).detach() for sh, attr in self.paints]) if self.paints
+            else torch.zeros(0, 4, device=device),  # [C, 4]
+        }
+
+    def _assign(self, points, widths, colors) -> None:
+        for sp, p in zip(self.subpaths, points):
+            sp.points = p
+        for sh, w in zip(self.stroked, widths):
+            sh.stroke_width = w
+        for (sh, attr), c in zip(self.paints, colors):
+            setattr(sh, attr, c)
+
+    def bind(self) -> None:
+        """The scene's tensors become views of the packed ones (autograd flows to those)."""
+        t = self.tensors
+        self._assign(t["points"].split(self.sizes), t["widths"].unbind(0), t["colors"].unbind(0))
+
+    def release(self) -> None:
+        """The scene gets plain tensors of its own again (clones: nothing aliases the packs)."""
+        t = {k: v.detach() for k, v in self.tensors.items()}
+        self._assign([p.clone() for p in t["points"].split(self.sizes)], [w.clone() for w in t["widths"].unbind(0)],
+                     [c.clone() for c in t["colors"].unbind(0)])
+
+
 def background_rgb(scene: Scene) -> tuple:
     """The scene's background as opaque RGB: CLIP sees a transparent canvas as white paper."""
     if scene.background is None:
@@ -151,35 +194,11 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     anchored = len(scene.shapes) if anchored is None else anchored
     time_limit = time_limit or None
 
-    # Adam and the clamps work on three packed tensors, not on hundreds of
-    # small ones (that per-tensor overhead cost more than the augmentations). Each iteration the
-    # scene's tensors are rebound to views of them: one split/unbind whose backward is one cat.
-    subpaths = [sp for sh in scene.shapes for sp in sh.subpaths]
-    stroked = [sh for sh in scene.shapes if sh.stroke is not None]
-    paints = [(sh, attr) for sh in scene.shapes for attr in ("stroke", "fill") if getattr(sh, attr) is not None]
+    pack = Packed(scene)
+    packed = pack.tensors
     device = scene.device
-    sizes = [sp.points.shape[0] for sp in subpaths]
-    packed = {
-        "points": torch.cat([sp.points.detach() for sp in subpaths]) if subpaths
-        else torch.zeros(0, 2, device=device),  # [P, 2]
-        "widths": torch.stack([sh.stroke_width.detach() for sh in stroked]) if stroked
-        else torch.zeros(0, device=device),  # [S]
-        "colors": torch.stack([getattr(sh, attr).detach() for sh, attr in paints]) if paints
-        else torch.zeros(0, 4, device=device),  # [C, 4]
-    }
     for name, t in packed.items():
         t.requires_grad_(name not in lock and t.numel() > 0)
-
-    def assign(points, widths, colors) -> None:
-        for sp, p in zip(subpaths, points):
-            sp.points = p
-        for sh, w in zip(stroked, widths):
-            sh.stroke_width = w
-        for (sh, attr), c in zip(paints, colors):
-            setattr(sh, attr, c)
-
-    def bind(points, widths, colors) -> None:  # [P, 2], [S], [C, 4] -> the scene's tensors
-        assign(points.split(sizes), widths.unbind(0), colors.unbind(0))
 
     # CLIPDraw's lengths are for a 224 canvas: points and widths move in proportion to the canvas.
     scale = size / REFERENCE_SIZE
@@ -197,8 +216,8 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
     min_width = packed["widths"].detach().clamp(max=MIN_WIDTH * scale)  # [S]
     # Colours are clamped to [0, 1], alpha to the shape's alpha_max; fixed paints keep their colour.
     color_max = torch.ones_like(packed["colors"])  # [C, 4]
-    color_max[:, 3] = torch.tensor([sh.alpha_max for sh, _ in paints], device=device)
-    fixed = torch.tensor([attr in sh.fixed_paints for sh, attr in paints], dtype=torch.bool, device=device)  # [C]
+    color_max[:, 3] = torch.tensor([sh.alpha_max for sh, _ in pack.paints], device=device)
+    fixed = torch.tensor([attr in sh.fixed_paints for sh, attr in pack.paints], dtype=torch.bool, device=device)  # [C]
     color0 = packed["colors"].detach().clone()  # [C, 4]
     bg = background_rgb(scene)
     rw, rh = render_size or (scene.width, scene.height)
@@ -215,7 +234,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             if g["name"] == "points":
                 g["lr"] = base_lr["points"] * (1.0 if progress < 0.5 else 0.4 if progress < 0.75 else 0.1)
 
-        bind(packed["points"], packed["widths"], packed["colors"])
+        pack.bind()
         image = render(scene, rw, rh, background=bg)  # [H, W, 3]
         loss = loss_fn(image)
         total = loss
@@ -240,10 +259,7 @@ def optimize(scene: Scene, loss_fn: Callable[[torch.Tensor], torch.Tensor], iter
             break
 
     elapsed = time.perf_counter() - start
-    # The scene gets plain tensors of its own again (clones, so that nothing aliases the packs).
-    final = {k: t.detach() for k, t in packed.items()}
-    assign([t.clone() for t in final["points"].split(sizes)], [t.clone() for t in final["widths"].unbind(0)],
-           [t.clone() for t in final["colors"].unbind(0)])
+    pack.release()
     return Result(scene=scene, loss=value, iterations=done, elapsed=elapsed, stopped=stopped)
 
 
