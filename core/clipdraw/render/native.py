@@ -269,8 +269,10 @@ def _edge_cdf(u: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     along a unit normal with absolute components a >= b (the CDF of a trapezoidal profile)."""
     h = 0.5 * (a + b)
     g = 0.5 * (a - b)
-    v = torch.clamp(u, -h, h)
-    ab2 = 2 * a * b.clamp_min(1e-6)
+    # clamp(u, -h, h) and max(b, 1e-6) through relu: with tensor bounds, clamp's backward is
+    # several times slower on a CPU (its masks)
+    v = u - torch.relu(u - h) + torch.relu(-h - u)
+    ab2 = 2 * a * (b + torch.relu(1e-6 - b))
     lo = (v + h).square() / ab2
     hi = 1 - (h - v).square() / ab2
     mid = 0.5 + v / a
@@ -285,8 +287,10 @@ def band_coverage(d: torch.Tensor, half_width: torch.Tensor, nx: torch.Tensor, n
     """Area of the unit pixel covered by a straight band |s| < half_width, the pixel centre at
     s = d, the band's normal (nx, ny) a unit vector."""
     ax, ay = nx.abs(), ny.abs()
-    a = torch.maximum(ax, ay)
-    b = torch.minimum(ax, ay)
+    # max and min of the two, through abs (torch.maximum's backward is several times slower here)
+    s, d_ = ax + ay, (ax - ay).abs()
+    a = 0.5 * (s + d_)
+    b = 0.5 * (s - d_)
     u = torch.cat((half_width - d, -half_width - d))
     cdf = _edge_cdf(u, torch.cat((a, a)), torch.cat((b, b)))
     m = d.shape[0]
@@ -785,7 +789,8 @@ def _band(ch: _Chords, near: _Near, px: torch.Tensor, py: torch.Tensor):
     # factors rather than torch.where, many times slower on a CPU: every value here is finite)
     rf = radial.to(dg.dtype)
     inv_d = 1 / (dg * rf + (1 - rf))
-    inv_t = torch.rsqrt(((gx * gx + gy * gy) * (1 - rf) + rf).clamp_min(1e-24))
+    tl = (gx * gx + gy * gy) * (1 - rf) + rf
+    inv_t = torch.rsqrt(tl + torch.relu(1e-24 - tl))  # at least 1e-24 (clamp_min's backward is slower)
     nx = torch.lerp(-gy * inv_t, ddx * inv_d, rf)
     ny = torch.lerp(gx * inv_t, ddy * inv_d, rf)
     # a zero-length segment with the pixel centre on it: any direction will do
