@@ -291,10 +291,17 @@ def band_coverage(d: torch.Tensor, half_width: torch.Tensor, nx: torch.Tensor, n
     s, d_ = ax + ay, (ax - ay).abs()
     a = 0.5 * (s + d_)
     b = 0.5 * (s - d_)
-    u = torch.cat((half_width - d, -half_width - d))
-    cdf = _edge_cdf(u, torch.cat((a, a)), torch.cat((b, b)))
+    # the far edge (s = -half_width) cuts the pixel only where half_width + d is below the pixel's
+    # half extent along the normal (at most HALF_DIAGONAL): elsewhere its CDF is exactly 0, and its
+    # gradient too (for CLIPDraw's strokes, 2 px wide and more, everywhere)
+    with torch.no_grad():
+        far = _nonzero((half_width + d).detach() < HALF_DIAGONAL)
+    if far.numel() == 0:
+        return _edge_cdf(half_width - d, a, b)
+    u = torch.cat((half_width - d, (-half_width - d).index_select(0, far)))
+    cdf = _edge_cdf(u, torch.cat((a, a.index_select(0, far))), torch.cat((b, b.index_select(0, far))))
     m = d.shape[0]
-    return cdf[:m] - cdf[m:]
+    return cdf[:m].index_add(0, far, -cdf[m:])
 
 
 # ---- strokes ------------------------------------------------------------------------------
@@ -737,10 +744,10 @@ def _closest(ch: _Chords, chord: torch.Tensor, px: torch.Tensor, py: torch.Tenso
     radial = (tl2 <= 1e-18) | (at_end & (along > 1e-3 * dist * tl2.sqrt()))
     radial = radial & (dist > 1e-3)
     f2 = tl2 + (r * d2).sum(0)
-    inner = ~radial & (t > 0) & (t < 1) & (f2 > 1e-9)
-    inv_f2 = torch.where(inner, 1 / torch.where(inner, f2, 1.0), 0.0)
+    inner = (~radial & (t > 0) & (t < 1) & (f2 > 1e-9)).to(t.dtype)
+    inv_f2 = inner / (f2 * inner + (1 - inner))  # 1 / f2 where inner, else 0
     # the centre's side of the curve along the normal (-fy, fx) (radial normals point to it)
-    side = torch.where(radial | (r[1] * d1[0] - r[0] * d1[1] <= 0), 1.0, -1.0)
+    side = (radial | (r[1] * d1[0] - r[0] * d1[1] <= 0)).to(t.dtype).mul_(2).sub_(1)
     return _Near(wseg, t, best, side, d1, d2, radial, inv_f2, tl2, r + p)
 
 
@@ -1834,13 +1841,17 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
     # split, not sliced: a slice's backward fills a zero gradient of the whole buffer per class
     trans = torch.cat([torch.cumprod(p.view(-1, c), 1).view(-1) for p, c in zip(padded.split(size), cols)])
     excl = trans.index_select(0, flat - 1)
-    # colours channel-major: the gradient of a column gather is an index_add along dim 1, several
-    # times faster than the scatter of rows of three that a row gather's takes
-    rgb = g.colours[:, :3].t().contiguous()  # [3, nl]
-    # every pixel of the band, in order (the image is dense anyway)
-    premult = torch.zeros(3, npix, device=dev, dtype=dt).index_add_(1, slocal, (a * excl) * rgb.index_select(1, slayer))
+    # every pixel of the band, in order (the image is dense anyway), a channel at a time: gathers
+    # and index_adds of single floats (a row gather's gradient, a scatter of rows of three, is
+    # several times slower; [3, N] at once, a little)
+    weight = a * excl
+
+    def channel(rgb):  # [nl] -> [npix]
+        return torch.zeros(npix, device=dev, dtype=dt).index_add_(0, slocal, weight * rgb.index_select(0, slayer))
+
+    premult = torch.stack([channel(rgb) for rgb in g.colours[:, :3].t().unbind(0)], 1)  # [npix, 3]
     transmittance = torch.ones(npix, device=dev, dtype=dt).index_put_((upix,), trans.index_select(0, last))
-    return torch.arange(y0 * width, y1 * width, device=dev), premult.t(), transmittance
+    return torch.arange(y0 * width, y1 * width, device=dev), premult, transmittance
 
 
 def _nonzero(x: torch.Tensor) -> torch.Tensor:
