@@ -1779,26 +1779,26 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
                  _fills(outlines, g, width, height, y0, y1, evenodd=torch.zeros_like(g.evenodd), dense=True)
                  if outlines is not None else None]
         return _paint(boxes, g, width, y0, y1)
-    parts = []  # (flat pixel, layer, alpha), each ordered by layer, then pixel
+    parts = []  # (flat pixel, layer, coverage), each ordered by layer, then pixel
     if strokes is not None:
         st = _strokes(strokes, width, y0, y1)
         if st is not None:
             pix, sh, cov = st
-            parts.append((pix, 2 * sh + 1, cov * g.colours[:, 3].index_select(0, 2 * sh + 1)))
+            parts.append((pix, 2 * sh + 1, cov))
     if fills is not None:
         fl = _fills(fills, g, width, height, y0, y1)
         if fl is not None:
             pix, sh, cov = fl
-            parts.append((pix, 2 * sh, cov * g.colours[:, 3].index_select(0, 2 * sh)))
+            parts.append((pix, 2 * sh, cov))
     if outlines is not None:  # strokes with SVG caps, joins or dashes: their outline filled, nonzero
         ol = _fills(outlines, g, width, height, y0, y1, evenodd=torch.zeros_like(g.evenodd))
         if ol is not None:
             pix, sh, cov = ol
-            parts.append((pix, 2 * sh + 1, cov * g.colours[:, 3].index_select(0, 2 * sh + 1)))
+            parts.append((pix, 2 * sh + 1, cov))
     parts = [p for p in parts if p[0].shape[0]]
     if not parts:
         return None
-    pix, layer, alpha = (torch.cat(x) for x in zip(*parts)) if len(parts) > 1 else parts[0]
+    pix, layer, cov = (torch.cat(x) for x in zip(*parts)) if len(parts) > 1 else parts[0]
     nl = 2 * g.num_shapes
     npix = (y1 - y0) * width
     with torch.no_grad():
@@ -1836,7 +1836,9 @@ def _composite(g: _Gathered, strokes: Optional[_Chords], fills, outlines, width:
         last = ubase + ucols - 1
         size, cols = size.tolist(), cols.tolist()
         del erank, row
-    a = alpha.index_select(0, order)
+    # alpha in the sorted order: the gradient's index_add into the layers is twice as fast with
+    # the layers shuffled as with them in runs (its adds to one address wait on each other)
+    a = cov.index_select(0, order) * g.colours[:, 3].index_select(0, slayer)
     padded = torch.ones(sum(size), device=dev, dtype=dt).index_copy_(0, flat, 1 - a)
     # split, not sliced: a slice's backward fills a zero gradient of the whole buffer per class
     trans = torch.cat([torch.cumprod(p.view(-1, c), 1).view(-1) for p, c in zip(padded.split(size), cols)])
